@@ -1,0 +1,3 @@
+def main():
+    import prunestudio.engine, prunestudio.store
+    print("ok", prunestudio.engine.__file__, prunestudio.store.__file__)
