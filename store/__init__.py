@@ -1,0 +1,64 @@
+"""Prune Studio's SQLite store: schema, writes from the engine, read queries for the UIs.
+
+Imports nothing else of Prune Studio and no torch, so UIs start fast::
+
+    from prunestudio.store import open_store, queries
+    with open_store("runs/studio.db", readonly=True) as store:
+        rows, cursor = queries.candidates_since(store, study_id, 0)
+"""
+
+from . import queries
+from .canonical import canonical_json, spec_hash
+from .db import Store, open_store
+from .errors import (
+    SchemaTooNewError,
+    StoreError,
+    StoreLockedError,
+    StoreNotFoundError,
+    StoreReadOnlyError,
+)
+from .queries import (
+    best_candidate,
+    candidates_since,
+    events_since,
+    list_studies,
+    list_workers,
+    metrics_long,
+    metrics_table,
+    studies_since,
+)
+from .records import (
+    CANDIDATE_STATUSES,
+    EVENT_LEVELS,
+    FIDELITIES,
+    STUDY_STATUSES,
+    metric_key,
+)
+from .schema import SCHEMA_VERSION
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CANDIDATE_STATUSES",
+    "EVENT_LEVELS",
+    "FIDELITIES",
+    "STUDY_STATUSES",
+    "SchemaTooNewError",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "StoreReadOnlyError",
+    "best_candidate",
+    "candidates_since",
+    "canonical_json",
+    "events_since",
+    "list_studies",
+    "list_workers",
+    "metric_key",
+    "metrics_long",
+    "metrics_table",
+    "open_store",
+    "queries",
+    "spec_hash",
+    "studies_since",
+]

@@ -1,0 +1,101 @@
+"""The seam every pruning method plugs into.
+
+A method declares which calibration statistics it needs and prunes one linear layer at a time,
+in place. Score-based methods (magnitude, Wanda, GBLM, symbolic metrics) only define a score;
+the shared `ScoreMethod.prune_layer` turns it into a mask for the requested pattern.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from prunestudio.engine.calibration import LayerStats
+from prunestudio.engine.masks import check_finite, mask_n_m, mask_per_matrix, mask_per_row
+from prunestudio.engine.models.adapters import PrunableLinear
+
+
+class MethodOptions(BaseModel):
+    """Method-specific options; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    sparsity: float
+    nm: tuple[int, int] | None = None  # (n, m) for N:M, else unstructured
+
+
+@dataclass
+class LayerInputs:
+    """What a method may read for one layer; fields it did not ask for are None."""
+
+    stats: LayerStats | None = None
+    grad: torch.Tensor | None = None  # GBLM's G, (out, in) fp32
+
+
+class PruningMethod:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs_x: ClassVar[bool] = False
+    needs_hessian: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False
+    options_model: ClassVar[type[MethodOptions]] = MethodOptions
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.needs_x or self.needs_hessian
+
+    def validate_options(self, options: dict) -> MethodOptions:
+        try:
+            return self.options_model(**options)
+        except ValidationError as exc:
+            fields = ", ".join(self.options_model.model_fields) or "none"
+            raise ValueError(
+                f"invalid options for method {self.name!r}: {exc.errors()[0]['msg']} "
+                f"(at {'.'.join(map(str, exc.errors()[0]['loc']))}); allowed options: {fields}"
+            ) from exc
+
+    def prune_layer(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
+                    options: MethodOptions) -> None:
+        raise NotImplementedError
+
+
+class ScoreMethod(PruningMethod):
+    """A method defined by a per-weight importance score (higher = keep)."""
+
+    default_scope: ClassVar[str] = "row"
+
+    def score(self, weight: torch.Tensor, inputs: LayerInputs, options: MethodOptions) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scope(self, options: MethodOptions) -> str:
+        return getattr(options, "scope", self.default_scope)
+
+    @torch.no_grad()
+    def mask(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
+             options: MethodOptions) -> torch.Tensor:
+        score = self.score(lin.weight.float(), inputs, options)
+        check_finite(score, f"{self.name} score of {lin.name}")
+        if target.nm is not None:
+            return mask_n_m(score, *target.nm)
+        if self.scope(options) == "matrix":
+            return mask_per_matrix(score, target.sparsity)
+        return mask_per_row(score, target.sparsity)
+
+    @torch.no_grad()
+    def prune_layer(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
+                    options: MethodOptions) -> None:
+        mask = self.mask(lin, target, inputs, options)
+        lin.weight.masked_fill_(mask, 0)
+
+
+def x_scale(inputs: LayerInputs, where: str) -> torch.Tensor:
+    """sqrt of Wanda's scaler_row as a (1, in) row."""
+    if inputs.stats is None or inputs.stats.x_sqnorm is None:
+        raise RuntimeError(f"{where}: activation statistics were not collected")
+    return inputs.stats.x_sqnorm.float().sqrt().reshape(1, -1)

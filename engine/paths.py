@@ -1,0 +1,23 @@
+"""Where Prune Studio keeps caches and stores on disk (overridable by environment)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home_dir() -> Path:
+    """`$PRUNESTUDIO_HOME`, default `~/.cache/prunestudio`."""
+    return Path(os.environ.get("PRUNESTUDIO_HOME", Path.home() / ".cache" / "prunestudio"))
+
+
+def cache_dir(kind: str) -> Path:
+    """A cache folder of one kind (models, stats, text), created on demand."""
+    path = Path(os.environ.get("PRUNESTUDIO_CACHE", home_dir() / "cache")) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_store_path() -> Path:
+    """`$PRUNESTUDIO_STORE`, default `./prunestudio.db` in the working directory."""
+    return Path(os.environ.get("PRUNESTUDIO_STORE", "prunestudio.db"))

@@ -1,0 +1,153 @@
+"""Prune a loaded model in place according to a `CandidateSpec`, and undo it cheaply.
+
+`WeightSnapshot` keeps a pristine copy of every prunable weight taken once per study; after a
+candidate only the layers it touched are copied back (no reload from disk per candidate).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from prunestudio.engine.calibration import LayerStats, StatsCache, prune_sequentially
+from prunestudio.engine.masks import realised_sparsity
+from prunestudio.engine.methods import get_method
+from prunestudio.engine.methods.base import LayerInputs, LayerTarget
+from prunestudio.engine.models.adapters import PrunableLinear
+from prunestudio.engine.models.loading import LoadedModel
+from prunestudio.engine.spec import CandidateSpec, OWLConfig
+
+log = logging.getLogger(__name__)
+
+
+class WeightSnapshot:
+    """Pristine prunable weights; `restore(names)` copies back only what changed."""
+
+    def __init__(self, lm: LoadedModel, device: str | torch.device | None = None):
+        self._lins = {lin.name: lin for lin in lm.adapter.all_prunable_linears(lm.model)}
+        # On CPU the copy lives beside the model; on GPU it stays on the GPU when it fits.
+        target = device if device is not None else lm.device
+        self._copy = {n: lin.module.weight.detach().to(target, copy=True)
+                      for n, lin in self._lins.items()}
+        self.dirty: set[str] = set()
+
+    @torch.no_grad()
+    def restore(self, names: set[str] | None = None) -> int:
+        names = set(self.dirty if names is None else names)
+        for n in names:
+            self._lins[n].module.weight.data.copy_(self._copy[n], non_blocking=True)
+        self.dirty -= names
+        return len(names)
+
+    def mark(self, names) -> None:
+        self.dirty |= set(names)
+
+
+@dataclass
+class PruneResult:
+    layer_sparsity: dict[str, float] = field(default_factory=dict)  # realised, per linear
+    layer_targets: dict[str, float] = field(default_factory=dict)
+    block_ratios: list[float] | None = None  # per-block target (OWL)
+    stats_computed: list[str] = field(default_factory=list)
+
+    @property
+    def overall_sparsity(self) -> float:
+        return _weighted(self.layer_sparsity, self._numel)
+
+    _numel: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def max_target_error(self) -> float:
+        return max((abs(self.layer_sparsity[n] - self.layer_targets[n]) for n in self.layer_sparsity),
+                   default=0.0)
+
+
+def _weighted(values: dict[str, float], weights: dict[str, int]) -> float:
+    total = sum(weights.values())
+    return sum(values[n] * weights[n] for n in values) / total if total else 0.0
+
+
+def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsity: float,
+                     cfg: OWLConfig) -> list[float]:
+    """OWL (Yin et al., 2024): per-block sparsity from the block's outlier ratio.
+
+    r_i = share of the block's |W|·‖X‖ entries above M × their mean; the ratios are min–max
+    scaled to [0, 2λ] and shifted so the mean density stays 1 − s: s_i = s − (r̃_i − mean r̃).
+    """
+    ratios = []
+    for i in range(lm.adapter.num_blocks(lm.model)):
+        metrics = []
+        for lin in lm.adapter.prunable_linears(lm.model, i):
+            x = dense_stats[lin.name].x_sqnorm.to(lin.weight.device).float().sqrt().reshape(1, -1)
+            metrics.append((lin.weight.float().abs() * x).reshape(-1))
+        flat = torch.cat(metrics)
+        ratios.append(float((flat > cfg.M * flat.mean()).float().mean()))
+    r = torch.tensor(ratios, dtype=torch.float64)
+    span = r.max() - r.min()
+    scaled = torch.zeros_like(r) if span == 0 else (r - r.min()) / span * (2 * cfg.lam)
+    density = scaled - scaled.mean() + (1 - sparsity)
+    out = [float(1 - d) for d in density]
+    for s in out:
+        if not (0 <= s < 1):
+            raise ValueError(
+                f"OWL produced a block sparsity {s:.3f} outside [0, 1) for target {sparsity} and "
+                f"λ={cfg.lam}; lower λ"
+            )
+    return out
+
+
+def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
+                snapshot: WeightSnapshot | None = None,
+                progress: Callable[[int, int], None] | None = None) -> PruneResult:
+    """Prune `lm.model` in place as `spec` says; mark touched layers dirty on `snapshot`."""
+    method = get_method(spec.method)
+    options = method.validate_options(spec.options)
+    result = PruneResult()
+    if spec.method == "dense":
+        return result
+    needs_stats = method.needs_calibration or method.needs_grad or spec.layer_ratios == "owl"
+    if needs_stats and stats is None:
+        raise ValueError(f"method {spec.method!r} needs calibration data")
+    computed_before = len(stats.computed) if stats else 0
+
+    n_blocks = lm.adapter.num_blocks(lm.model)
+    if spec.layer_ratios == "owl":
+        block_ratio = owl_block_ratios(stats.dense_layer_stats(), lm, spec.sparsity, spec.owl)
+        result.block_ratios = block_ratio
+    else:
+        block_ratio = [spec.sparsity] * n_blocks
+    nm = (spec.pattern.n, spec.pattern.m) if spec.pattern.kind == "nm" else None
+    grads = stats.gradients() if method.needs_grad else None
+
+    def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
+        target = LayerTarget(block_ratio[i], nm)
+        for lin in linears:
+            inputs = LayerInputs(block_stats.get(lin.name), None if grads is None else grads[lin.name])
+            if snapshot is not None:
+                snapshot.mark([lin.name])
+            method.prune_layer(lin, target, inputs, options)
+            result.layer_sparsity[lin.name] = realised_sparsity(lin.weight)
+            result.layer_targets[lin.name] = target.sparsity
+            result._numel[lin.name] = lin.weight.numel()
+
+    if not method.needs_calibration:
+        for i in range(n_blocks):
+            prune_block(i, lm.adapter.prunable_linears(lm.model, i), {})
+            if progress:
+                progress(i + 1, n_blocks)
+    elif spec.calibration.mode == "dense":
+        dense = stats.dense_layer_stats(want_hessian=method.needs_hessian)
+        for i in range(n_blocks):
+            lins = lm.adapter.prunable_linears(lm.model, i)
+            prune_block(i, lins, {lin.name: dense[lin.name].to(lm.device) for lin in lins})
+            if progress:
+                progress(i + 1, n_blocks)
+    else:
+        prune_sequentially(lm, stats.block_inputs(), prune_block,
+                           want_hessian=method.needs_hessian, progress=progress)
+    if stats:
+        result.stats_computed = stats.computed[computed_before:]
+    return result

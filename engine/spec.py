@@ -1,0 +1,145 @@
+"""Candidate specs: what to prune and how, as validated, canonical data.
+
+A spec is a pydantic model with `extra="forbid"` (a typo is an error, not an ignored key). Its
+canonical JSON and hash (from the store) identify the candidate, so duplicates are recognised.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prunestudio.store.canonical import canonical_json, spec_hash
+
+
+class Pattern(BaseModel):
+    """Sparsity pattern: `unstructured` or N:M (`2:4`, `4:8`, any N < M)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["unstructured", "nm"] = "unstructured"
+    n: int | None = None
+    m: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Pattern:
+        if self.kind == "nm":
+            if self.n is None or self.m is None:
+                raise ValueError("an N:M pattern needs n and m")
+            if not (0 < self.n < self.m):
+                raise ValueError(f"N:M pattern needs 0 < N < M, got {self.n}:{self.m}")
+        elif self.n is not None or self.m is not None:
+            raise ValueError("n and m are only for kind='nm'")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        """'unstructured' or 'N:M'."""
+        text = text.strip().lower()
+        if text in ("unstructured", "u"):
+            return cls()
+        if ":" in text:
+            a, _, b = text.partition(":")
+            try:
+                n, m = int(a), int(b)
+            except ValueError:
+                pass
+            else:
+                return cls(kind="nm", n=n, m=m)
+        raise ValueError(f"pattern {text!r} is not valid: use 'unstructured' or 'N:M' like 2:4")
+
+    @property
+    def label(self) -> str:
+        return "unstructured" if self.kind == "unstructured" else f"{self.n}:{self.m}"
+
+    @property
+    def sparsity(self) -> float | None:
+        return None if self.kind == "unstructured" else self.n / self.m
+
+
+class OWLConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    M: float = Field(5.0, gt=0, description="outlier threshold: entries above M × mean")
+    lam: float = Field(0.08, ge=0, lt=1, description="ratios lie in [s − λ, s + λ]")
+
+
+class CalibrationConfig(BaseModel):
+    """How statistics reach each block: `sequential` (the papers' protocol: block i's inputs
+    come from the already-pruned blocks before it) or `dense` (all blocks from the cached dense
+    statistics — faster, for searches)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["sequential", "dense"] = "sequential"
+
+
+class CandidateSpec(BaseModel):
+    """One pruning job on the study's model and calibration set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(description="registered method name, e.g. wanda, sparsegpt, dense")
+    sparsity: float = Field(0.0, description="target fraction of pruned weights, in [0, 1)")
+    pattern: Pattern = Pattern()
+    layer_ratios: Literal["uniform", "owl"] = "uniform"
+    owl: OWLConfig | None = None
+    calibration: CalibrationConfig = CalibrationConfig()
+    options: dict = Field(default_factory=dict, description="method-specific options")
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity_range(cls, v: float) -> float:
+        if not (0.0 <= v < 1.0):
+            raise ValueError(f"sparsity must be in [0, 1), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CandidateSpec:
+        from prunestudio.engine.methods import get_method
+
+        method = get_method(self.method)  # unknown method -> clear error listing the registry
+        method.validate_options(self.options)
+        if self.method == "dense":
+            if self.sparsity != 0 or self.pattern.kind != "unstructured":
+                raise ValueError("method 'dense' takes no sparsity or pattern")
+            return self
+        if self.pattern.kind == "nm":
+            if self.sparsity not in (0.0, self.pattern.sparsity):
+                raise ValueError(
+                    f"pattern {self.pattern.label} fixes sparsity at {self.pattern.sparsity}; "
+                    f"got sparsity={self.sparsity}"
+                )
+            if self.layer_ratios != "uniform":
+                raise ValueError("N:M patterns take uniform layer ratios only")
+            object.__setattr__(self, "sparsity", self.pattern.sparsity)
+        elif self.sparsity == 0:
+            raise ValueError(f"method {self.method!r} needs a sparsity in (0, 1)")
+        if self.layer_ratios == "owl" and self.owl is None:
+            object.__setattr__(self, "owl", OWLConfig())
+        return self
+
+    def canonical(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def canonical_json(self) -> str:
+        return canonical_json(self.canonical())
+
+    def hash(self) -> str:
+        return spec_hash(self.canonical())
+
+    @property
+    def label(self) -> str:
+        if self.method == "dense":
+            return "dense"
+        parts = [self.method]
+        scope = self.options.get("scope")
+        if scope:
+            parts[0] += f"[{scope}]"
+        parts.append(self.pattern.label if self.pattern.kind == "nm" else f"{self.sparsity:.0%}")
+        if self.layer_ratios == "owl":
+            parts.append("owl")
+        if self.calibration.mode == "dense":
+            parts.append("dense-calib")
+        return " ".join(parts)

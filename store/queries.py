@@ -1,0 +1,191 @@
+"""Read queries for the TUI and the web app (open the store with ``readonly=True``).
+
+Live views poll with cursors, like Optuna Dashboard's ``after=N``: keep the cursor returned by
+``studies_since`` / ``candidates_since`` (an ``updated_seq``) or ``events_since`` (an event id)
+and pass it back next time; only rows changed since then come back. Start with cursor 0.
+Each function reads one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db import Store
+from .records import decode_candidate, decode_metric, decode_study, metric_key, rows
+
+__all__ = [
+    "list_studies",
+    "studies_since",
+    "candidates_since",
+    "events_since",
+    "metrics_table",
+    "metrics_long",
+    "best_candidate",
+    "list_workers",
+]
+
+_COUNTS = """
+SELECT s.*,
+       COUNT(c.id) AS n_total,
+       COALESCE(SUM(c.status = 'done'), 0) AS n_done,
+       COALESCE(SUM(c.status = 'failed'), 0) AS n_failed,
+       COALESCE(SUM(c.status = 'pending'), 0) AS n_pending,
+       COALESCE(SUM(c.status = 'running'), 0) AS n_running,
+       COALESCE(SUM(c.status = 'skipped'), 0) AS n_skipped
+FROM studies s LEFT JOIN candidates c ON c.study_id = s.id
+"""
+
+
+def list_studies(store: Store) -> list[dict[str, Any]]:
+    """Every study (ordered by id) with candidate counts n_total, n_done, n_failed,
+    n_pending, n_running, n_skipped — one aggregate query."""
+    with store.snapshot() as c:
+        return [decode_study(r) for r in rows(c, _COUNTS + " GROUP BY s.id ORDER BY s.id")]
+
+
+def studies_since(store: Store, after_seq: int) -> tuple[list[dict[str, Any]], int]:
+    """Studies (with counts, as in :func:`list_studies`) that changed after ``after_seq`` —
+    a study's seq also moves when any of its candidates changes — and the new cursor."""
+    with store.snapshot() as c:
+        found = rows(
+            c, _COUNTS + " WHERE s.updated_seq > ? GROUP BY s.id ORDER BY s.updated_seq",
+            (after_seq,),
+        )
+    cursor = max((r["updated_seq"] for r in found), default=after_seq)
+    return [decode_study(r) for r in found], cursor
+
+
+def candidates_since(
+    store: Store, study_id: int | None, after_seq: int, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Candidates whose ``updated_seq`` > ``after_seq`` (oldest change first, at most
+    ``limit``), each with its ``metrics`` list, and the new cursor. ``study_id=None``: all
+    studies. Every change has its own seq, so paging with ``limit`` never skips a row."""
+    where, params = "c.updated_seq > ?", [after_seq]
+    if study_id is not None:
+        where, params = "c.study_id = ? AND c.updated_seq > ?", [study_id, after_seq]
+    with store.snapshot() as conn:
+        found = [
+            decode_candidate(r)
+            for r in rows(
+                conn,
+                f"SELECT c.* FROM candidates c WHERE {where} ORDER BY c.updated_seq LIMIT ?",
+                [*params, -1 if limit is None else limit],
+            )
+        ]
+        if not found:
+            return [], after_seq
+        cursor = found[-1]["updated_seq"]
+        # seqs are unique, so (after_seq, cursor] selects exactly the rows above: one query.
+        by_id: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in found}
+        for m in rows(
+            conn,
+            "SELECT m.* FROM candidates c JOIN metrics m ON m.candidate_id = c.id"
+            f" WHERE {where} AND c.updated_seq <= ? ORDER BY m.id",
+            [*params, cursor],
+        ):
+            by_id[m["candidate_id"]].append(decode_metric(m))
+    for r in found:
+        r["metrics"] = by_id[r["id"]]
+    return found, cursor
+
+
+def events_since(
+    store: Store, study_id: int, after_id: int, limit: int = 1000
+) -> tuple[list[dict[str, Any]], int]:
+    """Events of the study with id > ``after_id`` (oldest first) and the new cursor."""
+    with store.snapshot() as c:
+        found = rows(
+            c, "SELECT * FROM events WHERE study_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (study_id, after_id, limit),
+        )
+    return found, (found[-1]["id"] if found else after_id)
+
+
+def metrics_long(store: Store, study_id: int) -> list[dict[str, Any]]:
+    """Long format: one row per metric, with its candidate's idx, status, origin, generation
+    and the metric's ``key`` (see :func:`metrics_table`). Best for charts."""
+    with store.snapshot() as c:
+        found = rows(
+            c,
+            "SELECT m.*, c.idx, c.status, c.origin, c.generation FROM metrics m"
+            " JOIN candidates c ON c.id = m.candidate_id WHERE c.study_id = ?"
+            " ORDER BY c.idx, m.id",
+            (study_id,),
+        )
+    out = []
+    for r in found:
+        m = decode_metric(r)
+        m["key"] = metric_key(m)
+        out.append(m)
+    return out
+
+
+def metrics_table(store: Store, study_id: int) -> list[dict[str, Any]]:
+    """Wide format: one row per candidate (ordered by idx) with id, idx, status, origin,
+    generation, spec_hash, spec, error, plus one column per metric named
+    ``name:dataset:split:seqlen:fidelity`` (empty parts for missing fields, ``:role`` appended
+    when a role is set), e.g. ``ppl:wikitext2:test:2048:full``. Ready for
+    ``pandas.DataFrame(rows)``; candidates without that metric have no such key."""
+    with store.snapshot() as c:
+        cands = rows(
+            c,
+            "SELECT id, idx, status, origin, generation, spec_hash, spec, error"
+            " FROM candidates WHERE study_id = ? ORDER BY idx",
+            (study_id,),
+        )
+        out = {r["id"]: decode_candidate(r) for r in cands}
+        for m in rows(
+            c,
+            "SELECT m.* FROM metrics m JOIN candidates c ON c.id = m.candidate_id"
+            " WHERE c.study_id = ? ORDER BY m.id",
+            (study_id,),
+        ):
+            dm = decode_metric(m)
+            out[dm["candidate_id"]][metric_key(dm)] = dm["value"]
+    return list(out.values())
+
+
+def best_candidate(
+    store: Store, study_id: int, metric: str = "ppl", role: str | None = None,
+    lower_is_better: bool = True, *, dataset: str | None = None, split: str | None = None,
+    seqlen: int | None = None, fidelity: str | None = None,
+) -> dict[str, Any] | None:
+    """The done candidate with the best value of ``metric`` (with its metrics and a ``best``
+    key holding that metric row), or None when no done candidate has it.
+
+    Raises ValueError when the filters still match several metric identities (e.g. proxy and
+    full fidelity, or two datasets): numbers measured differently are never compared."""
+    where = ["c.study_id = ?", "c.status = 'done'", "m.name = ?"]
+    params: list[Any] = [study_id, metric]
+    for col, value in (("role", role), ("dataset", dataset), ("split", split),
+                       ("seqlen", seqlen), ("fidelity", fidelity)):
+        if value is not None:
+            where.append(f"m.{col} = ?")
+            params.append(value)
+    base = " FROM metrics m JOIN candidates c ON c.id = m.candidate_id WHERE " + " AND ".join(where)
+    order = "ASC" if lower_is_better else "DESC"
+    with store.snapshot() as c:
+        kinds = rows(c, "SELECT DISTINCT m.name, m.dataset, m.split, m.seqlen, m.fidelity, m.role"
+                     + base, params)
+        if not kinds:
+            return None
+        if len(kinds) > 1:
+            keys = ", ".join(sorted(metric_key(decode_metric({**k, "protocol": None}))
+                                    for k in kinds))
+            raise ValueError(
+                f"metric {metric!r} is ambiguous in study {study_id}: it matches {keys}; pass "
+                "dataset=, split=, seqlen=, fidelity= or role= to pick one"
+            )
+        best = rows(c, "SELECT m.*" + base + f" ORDER BY m.value {order}, c.idx LIMIT 1", params)[0]
+        out = store.candidate(best["candidate_id"])
+    out["best"] = decode_metric(best)
+    return out
+
+
+def list_workers(store: Store, study_id: int | None = None) -> list[dict[str, Any]]:
+    """Worker heartbeats (name, study_id, candidate_id, heartbeat, host, pid), newest first."""
+    sql, params = "SELECT * FROM workers", []
+    if study_id is not None:
+        sql, params = sql + " WHERE study_id = ?", [study_id]
+    return rows(store.conn, sql + " ORDER BY heartbeat DESC", params)

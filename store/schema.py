@@ -1,0 +1,193 @@
+"""Schema and migrations of the store (sqlite-utils ``Migrations``).
+
+Rules for later versions: never edit a migration that has shipped; add ``m002_...`` and bump
+``SCHEMA_VERSION`` in the same change. Every migration records the version it brings the file
+to in ``meta`` and ``PRAGMA user_version`` (both are read; the larger one wins).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # sqlite_utils imports pandas when present (~0.3 s): only load it to migrate
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MIGRATION_SET",
+    "get_migrations",
+    "stored_schema_version",
+    "is_initialised",
+    "apply_migrations",
+    "pending_migrations",
+    "table_names",
+]
+
+SCHEMA_VERSION = 1
+MIGRATION_SET = "prunestudio"
+
+# Key columns of `metrics` are NOT NULL: a missing dataset/split/fidelity/role is stored as ''
+# and a missing seqlen as 0, so the UNIQUE constraint really is unique (SQLite treats NULLs as
+# distinct) and re-recording a metric is an upsert. The store maps ''/0 back to None on read.
+_SCHEMA_V1 = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    name TEXT UNIQUE,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    config TEXT NOT NULL,
+    seed INTEGER,
+    budget INTEGER,
+    status TEXT NOT NULL,
+    host TEXT,
+    error TEXT,
+    cancel_requested TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_seq INTEGER NOT NULL
+);
+CREATE INDEX studies_updated_seq ON studies (updated_seq);
+CREATE TABLE candidates (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    parents TEXT,
+    generation INTEGER,
+    status TEXT NOT NULL,
+    error TEXT,
+    worker TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    timings TEXT,
+    info TEXT,
+    updated_seq INTEGER NOT NULL,
+    UNIQUE (study_id, idx),
+    UNIQUE (study_id, spec_hash)
+);
+CREATE INDEX candidates_study_seq ON candidates (study_id, updated_seq);
+CREATE UNIQUE INDEX candidates_seq ON candidates (updated_seq);
+CREATE INDEX candidates_study_status ON candidates (study_id, status, idx);
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY,
+    candidate_id INTEGER NOT NULL REFERENCES candidates (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    dataset TEXT NOT NULL DEFAULT '',
+    split TEXT NOT NULL DEFAULT '',
+    seqlen INTEGER NOT NULL DEFAULT 0,
+    n_samples INTEGER,
+    fidelity TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL DEFAULT '',
+    protocol TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    UNIQUE (candidate_id, name, dataset, split, seqlen, fidelity, role)
+);
+-- The UNIQUE index above starts with candidate_id: it is the index on candidate_id.
+CREATE INDEX metrics_name ON metrics (name, candidate_id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+    candidate_id INTEGER REFERENCES candidates (id) ON DELETE CASCADE,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    progress REAL
+);
+CREATE INDEX events_study_id ON events (study_id, id);
+CREATE TABLE artifacts (
+    id INTEGER PRIMARY KEY,
+    candidate_id INTEGER NOT NULL REFERENCES candidates (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    hash TEXT,
+    bytes INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE INDEX artifacts_candidate ON artifacts (candidate_id);
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY,
+    study_id INTEGER REFERENCES studies (id) ON DELETE CASCADE,
+    candidate_id INTEGER REFERENCES candidates (id) ON DELETE SET NULL,
+    heartbeat REAL NOT NULL,
+    host TEXT,
+    pid INTEGER
+);
+"""
+
+
+def _set_version(db: Database, version: int) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [str(version)],
+    )
+    db.execute(f"PRAGMA user_version = {int(version)}")
+
+
+def m001_initial(db: Database) -> None:
+    db.executescript(_SCHEMA_V1)
+    db.execute("INSERT INTO meta (key, value) VALUES ('seq', '0')")
+    _set_version(db, 1)
+
+
+# In order; the name is what `_sqlite_migrations` records.
+_STEPS: list[tuple[str, Callable[[Database], None]]] = [("m001_initial", m001_initial)]
+_MIGRATIONS: Migrations | None = None
+
+
+def get_migrations() -> Migrations:
+    """The sqlite-utils ``Migrations`` set named 'prunestudio' (built on first use)."""
+    global _MIGRATIONS
+    if _MIGRATIONS is None:
+        from sqlite_utils.migrations import Migrations
+
+        found = Migrations(MIGRATION_SET)
+        for name, fn in _STEPS:
+            found(name=name)(fn)
+        _MIGRATIONS = found
+    return _MIGRATIONS
+
+
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return [r[0] for r in rows]
+
+
+def stored_schema_version(conn: sqlite3.Connection) -> int | None:
+    """Schema version recorded in the file (None for a file without a Prune Studio schema)."""
+    versions = [int(conn.execute("PRAGMA user_version").fetchone()[0])]
+    if "meta" in table_names(conn):
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            versions.append(int(row[0]))
+    best = max(versions)
+    return best if best > 0 else None
+
+
+def is_initialised(conn: sqlite3.Connection) -> bool:
+    return stored_schema_version(conn) is not None
+
+
+def pending_migrations(db: Database) -> list[str]:
+    """Names of the migrations not yet applied to ``db`` (read-only)."""
+    return [m.name for m in get_migrations().pending(db)]
+
+
+def apply_migrations(db: Database) -> list[str]:
+    """Apply pending migrations (caller holds the write lock); return the names applied."""
+    pending = pending_migrations(db)
+    if pending:
+        get_migrations().apply(db)
+    return pending
