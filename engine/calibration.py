@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.paths import cache_dir
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def block_output(out) -> torch.Tensor:
 
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
-    outs = [block_output(block(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs)]
+    outs = [block_output(block(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True)]
     return BlockInputs(outs, inputs.kwargs)
 
 
@@ -153,7 +152,7 @@ def collect_block_stats(
 
         handles.append(lin.module.register_forward_hook(hook))
     try:
-        for h, kw in zip(inputs.hidden, inputs.kwargs):
+        for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True):
             block(h, **kw)
     finally:
         for handle in handles:

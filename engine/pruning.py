@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-
 from prunestudio.engine.calibration import LayerStats, StatsCache, prune_sequentially
 from prunestudio.engine.masks import realised_sparsity
 from prunestudio.engine.methods import get_method

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from prunestudio.store.canonical import canonical_json, spec_hash
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Pattern(BaseModel):

@@ -1,3 +1,4 @@
 def main():
-    import prunestudio.engine, prunestudio.store
+    import prunestudio.engine
+    import prunestudio.store
     print("ok", prunestudio.engine.__file__, prunestudio.store.__file__)

@@ -15,9 +15,8 @@ from functools import lru_cache
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from prunestudio.engine.data.sources import get_source, load_text
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class WindowError(ValueError):

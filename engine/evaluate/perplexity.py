@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from prunestudio.engine.data.windows import Windows
 
 

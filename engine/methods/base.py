@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from prunestudio.engine.calibration import LayerStats
 from prunestudio.engine.masks import check_finite, mask_n_m, mask_per_matrix, mask_per_row
 from prunestudio.engine.models.adapters import PrunableLinear
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class MethodOptions(BaseModel):

@@ -5,7 +5,6 @@ G = sqrt(Σ_s (100 · ∂L_s/∂W)²) over the calibration samples, from the den
 """
 
 import torch
-
 from prunestudio.engine.methods.base import LayerInputs, ScoreMethod, x_scale
 
 

@@ -7,7 +7,6 @@ and the scope is part of the spec so every figure says which one it is.
 from typing import Literal
 
 import torch
-
 from prunestudio.engine.methods.base import LayerInputs, MethodOptions, ScoreMethod
 
 

@@ -10,11 +10,10 @@ A Cholesky failure is an error naming the layer — never a silent identity fall
 from __future__ import annotations
 
 import torch
-from pydantic import Field
-
 from prunestudio.engine.masks import n_to_prune
 from prunestudio.engine.methods.base import LayerInputs, LayerTarget, MethodOptions, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
+from pydantic import Field
 
 
 class CholeskyError(RuntimeError):

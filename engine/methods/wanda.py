@@ -4,7 +4,6 @@ N:M: within each group of M consecutive input columns of a row, the N lowest are
 """
 
 import torch
-
 from prunestudio.engine.methods.base import LayerInputs, ScoreMethod, x_scale
 
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from prunestudio.engine.models.adapters import ModelAdapter, adapter_for
 from prunestudio.engine.paths import cache_dir
+from torch import nn
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from prunestudio.store import canonical_json, spec_hash
 
 

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from prunestudio.store import Store, StoreLockedError, open_store, queries
 
 CTX = mp.get_context("spawn")
@@ -23,6 +22,7 @@ def _writer(path: str, study_id: int, tag: str, n: int, barrier) -> None:
             s.add_event(study_id, f"{tag} {i}", candidate_id=cid, progress=(i + 1) / n)
             s.finish_candidate(cid, metrics=[{"name": "ppl", "value": float(i)},
                                              {"name": "params", "value": 1000.0 + i}])
+            time.sleep(0.005)  # let the other writer in: a 2-core machine may run one to the end
 
 
 def _hold_lock(path: str, study_id: int, inside, release, seconds: float) -> None:

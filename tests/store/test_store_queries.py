@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from prunestudio.store import Store, open_store, queries
 
 

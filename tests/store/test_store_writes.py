@@ -4,7 +4,6 @@ import math
 import sqlite3
 
 import pytest
-
 from prunestudio.store import Store, StoreError, spec_hash
 
 PPL = {"name": "ppl", "dataset": "wikitext2", "split": "test", "seqlen": 128,
