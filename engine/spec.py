@@ -132,8 +132,10 @@ class CandidateSpec(BaseModel):
     def label(self) -> str:
         if self.method == "dense":
             return "dense"
+        from prunestudio.engine.methods import get_method
+
         parts = [self.method]
-        scope = self.options.get("scope")
+        scope = getattr(get_method(self.method).validate_options(self.options), "scope", None)
         if scope:
             parts[0] += f"[{scope}]"
         parts.append(self.pattern.label if self.pattern.kind == "nm" else f"{self.sparsity:.0%}")

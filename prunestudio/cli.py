@@ -1,4 +1,179 @@
-def main():
-    import prunestudio.engine
-    import prunestudio.store
-    print("ok", prunestudio.engine.__file__, prunestudio.store.__file__)
+"""`prunestudio` — one console script, one subcommand per job.
+
+The parser imports nothing heavy: each handler imports its module when it runs, so
+`prunestudio tui` and `prunestudio studies` never load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, metavar="PATH",
+                   help="SQLite store (default: $PRUNESTUDIO_STORE or ./prunestudio.db)")
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print machine-readable results on stdout (progress stays on stderr)")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default=None,
+                   help="auto (default: bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prunestudio",
+        description="Prune large language models; every candidate is recorded in SQLite.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a study from a TOML file (no file: the default study)",
+                       description="Run a study described by CONFIG.toml. Without CONFIG, the "
+                       "default study: dense + magnitude / Wanda / SparseGPT / GBLM at 50%% "
+                       "unstructured and 2:4 on the embedded SmolLM2-135M (offline).")
+    p.add_argument("config", nargs="?", default=None, metavar="CONFIG.toml")
+    p.add_argument("--name", default=None, help="study name (unique in the store)")
+    p.add_argument("--resume", default=None, metavar="STUDY",
+                   help="resume a killed or cancelled study (id or name) with its recorded config")
+    p.add_argument("--model", default=None, help="override [model] source of the config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _model_args(p)
+    _store_arg(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_run")
+
+    p = sub.add_parser("prune", help="prune one model with methods × sparsities × patterns",
+                       description="One study on one model: every method at every sparsity and "
+                       "pattern (N:M patterns fix their own sparsity), plus dense, evaluated on "
+                       "the default study's in-domain and out-of-domain text unless --eval is "
+                       "given.")
+    p.add_argument("--model", default="default",
+                   help="'default' (embedded SmolLM2-135M), a hub id, a folder or a .gguf file")
+    p.add_argument("--methods", default="wanda",
+                   help="comma-separated; see `prunestudio methods` (default: wanda)")
+    p.add_argument("--sparsities", default="0.5", help="comma-separated, each in [0, 1)")
+    p.add_argument("--patterns", default="unstructured",
+                   help="comma-separated: unstructured, 2:4, 4:8, any N:M with N < M")
+    p.add_argument("--layer-ratios", default="uniform", choices=["uniform", "owl"],
+                   help="per-layer sparsity: uniform, or OWL outlier-weighted (M=5, λ=0.08)")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option, e.g. magnitude.scope=row (repeatable)")
+    p.add_argument("--no-dense", action="store_true", help="do not evaluate the dense model")
+    p.add_argument("--calib", default=None, metavar="KEY=VALUE,...",
+                   help="calibration windows, e.g. source=pydoc,n=16,seqlen=128,offset=0 "
+                   "(keys: source, split, seqlen, n, offset, end, selection, seed)")
+    p.add_argument("--eval", action="append", default=None, metavar="KEY=VALUE,...",
+                   help="an evaluation set, e.g. role=in_domain,source=pydoc,n=32,seqlen=256,"
+                   "offset=40000 (repeatable; extra keys: role, fidelity, batch_size)")
+    p.add_argument("--name", default=None, help="study name (unique in the store)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _model_args(p)
+    _store_arg(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_prune")
+
+    p = sub.add_parser("studies", help="list the studies in a store")
+    _store_arg(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.report:cmd_studies")
+
+    p = sub.add_parser("show", help="a study's results, sorted by held-out perplexity")
+    p.add_argument("study", metavar="STUDY", help="study id or name")
+    p.add_argument("--sort", default=None, metavar="ROLE",
+                   help="sort by the PPL of this evaluation role (default: the first one)")
+    _store_arg(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.report:cmd_show")
+
+    p = sub.add_parser("export", help="save a candidate's pruned model with save_pretrained",
+                       description="Re-prune CANDIDATE from its recorded spec on a fresh load of "
+                       "its study's model and write it to DIR (loadable with from_pretrained).")
+    p.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id (see `show`)")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--verify", action="store_true",
+                   help="reload DIR with from_pretrained and compare its perplexity with the "
+                   "recorded one")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    _model_args(p)
+    _store_arg(p)
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_export")
+
+    p = sub.add_parser("bench", help="time each phase and the candidate loop against a naive loop",
+                       description="Runs the same candidates twice in one process: the study "
+                       "loop (model loaded once, statistics once, weights restored per "
+                       "candidate) and a naive loop (model reloaded and statistics recomputed per "
+                       "candidate); prints per-phase times and the throughput ratio.")
+    p.add_argument("--model", default="default")
+    p.add_argument("--methods", default="wanda,magnitude,gblm",
+                   help="candidates of the bench, one per method at 50%% unstructured")
+    p.add_argument("--eval-windows", type=int, default=8,
+                   help="evaluation windows (256 tokens of pydoc from token 40,000)")
+    _model_args(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.bench:cmd_bench")
+
+    p = sub.add_parser("methods", help="list the registered pruning methods and their options")
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_methods")
+
+    p = sub.add_parser("tui", help="watch and steer studies live in the terminal")
+    p.add_argument("store", nargs="?", default=None, metavar="STORE",
+                   help="SQLite store (default: $PRUNESTUDIO_STORE or ./prunestudio.db)")
+    p.set_defaults(handler="prunestudio.tui:cmd_tui")
+    return parser
+
+
+def _version() -> str:
+    from prunestudio import __version__
+
+    return f"prunestudio {__version__}"
+
+
+def _resolve(target: str) -> Callable[[argparse.Namespace], int]:
+    import importlib
+
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if getattr(args, "store", "unset") is None:
+        from prunestudio.engine.paths import default_store_path
+
+        args.store = str(default_store_path())
+    from prunestudio.store import StoreError
+
+    try:
+        return int(_resolve(args.handler)(args) or 0)
+    except (ValueError, StoreError, FileNotFoundError) as exc:
+        # Bad input (config, model, spec, store...): the message names what and what is allowed.
+        if os.environ.get("PRUNESTUDIO_DEBUG"):
+            raise
+        print(f"prunestudio {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `prunestudio show 1 --json | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted; resume with `prunestudio run --resume STUDY`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

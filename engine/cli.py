@@ -1,0 +1,215 @@
+"""Handlers of the job subcommands (`run`, `prune`, `export`, `methods`); the parser lives in
+`prunestudio.cli` so that listing commands never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from prunestudio.engine.progress import Reporter, RichReporter
+from prunestudio.engine.report import print_study, study_payload
+from prunestudio.engine.studies.config import ConfigError, StudyConfig, load_config, parse_config
+from prunestudio.store import open_store
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    return Reporter() if getattr(args, "quiet", False) else RichReporter()
+
+
+def _finish(args: argparse.Namespace, study_id: int, status: str) -> int:
+    with open_store(args.store, readonly=True) as store:
+        if args.json:
+            print(json.dumps(study_payload(store, study_id), indent=2))
+        else:
+            print_study(store, study_id)
+            print(f"\nstore: {args.store} — `prunestudio show {study_id} --store {args.store}`")
+    return 0 if status in ("finished", "cancelled") else 1
+
+
+def _override_model(data: dict[str, Any], args: argparse.Namespace) -> None:
+    model = data.setdefault("model", {})
+    for key in ("model", "device", "dtype"):
+        value = getattr(args, key, None)
+        if value is not None:
+            model["source" if key == "model" else key] = value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from prunestudio.engine.runner import run_study
+
+    config = None
+    if args.resume is None:
+        config = load_config(args.config)
+        if args.model or args.device or args.dtype:
+            data = config.to_dict()
+            _override_model(data, args)
+            config = parse_config(data, args.config or "(default study)")
+    elif args.config:
+        raise ConfigError("give either CONFIG.toml or --resume STUDY, not both")
+    study_id, status = run_study(config, args.store, name=args.name, resume=args.resume,
+                                 reporter=_reporter(args))
+    return _finish(args, study_id, status)
+
+
+def parse_key_values(text: str, what: str) -> dict[str, Any]:
+    """`source=pydoc,n=16` → {'source': 'pydoc', 'n': 16} (ints and floats converted)."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"{what}: expected KEY=VALUE pairs separated by commas; got {part!r}")
+        key, value = (s.strip() for s in part.split("=", 1))
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise ConfigError(f"--{what} is empty")
+    return items
+
+
+def prune_config(args: argparse.Namespace) -> StudyConfig:
+    """The study `prunestudio prune` runs: the default study's text, the flags' grid."""
+    data = load_config(None).to_dict()
+    _override_model(data, args)
+    try:
+        sparsities = [float(s) for s in _split_list(args.sparsities, "sparsities")]
+    except ValueError:
+        raise ConfigError(f"--sparsities must be numbers in [0, 1); got {args.sparsities!r}") from None
+    data["grid"] = {
+        "methods": _split_list(args.methods, "methods"),
+        "sparsities": sparsities,
+        "patterns": _split_list(args.patterns, "patterns"),
+        "layer_ratios": args.layer_ratios,
+        "include_dense": not args.no_dense,
+    }
+    data["candidates"] = []
+    data["study"]["name"] = args.name
+    if args.calib:
+        data["calibration"] = {**data["calibration"], **parse_key_values(args.calib, "--calib")}
+    if args.eval:
+        sets = []
+        for text in args.eval:
+            kv = parse_key_values(text, "--eval")
+            head = {k: kv.pop(k) for k in ("role", "fidelity", "batch_size") if k in kv}
+            if "role" not in head:
+                raise ConfigError(f"--eval {text!r}: give role=..., e.g. role=in_domain")
+            sets.append({**head, "windows": kv})
+        data["evaluation"] = sets
+    config = parse_config(data, "(prunestudio prune flags)")
+    if args.option:
+        config = _with_options(config, args.option)
+    return config
+
+
+def _with_options(config: StudyConfig, options: list[str]) -> StudyConfig:
+    """Apply `METHOD.KEY=VALUE` options to the grid's candidates of that method."""
+    per_method: dict[str, dict[str, Any]] = {}
+    for text in options:
+        if "=" not in text or "." not in text.split("=", 1)[0]:
+            raise ConfigError(f"--option {text!r}: expected METHOD.KEY=VALUE, e.g. magnitude.scope=row")
+        lhs, _ = text.split("=", 1)
+        method, key = lhs.split(".", 1)
+        per_method.setdefault(method, {}).update(parse_key_values(f"{key}={text.split('=', 1)[1]}",
+                                                                  "--option"))
+    unknown = set(per_method) - set(config.grid.methods)
+    if unknown:
+        raise ConfigError(f"--option names method(s) {sorted(unknown)} that are not in --methods "
+                          f"({', '.join(config.grid.methods)})")
+    data = config.to_dict()
+    specs = [s.canonical() for s in config.candidate_specs()]
+    for s in specs:
+        s["options"] = {**s["options"], **per_method.get(s["method"], {})}
+    data["grid"]["methods"] = []
+    data["grid"]["include_dense"] = False
+    data["candidates"] = specs
+    return parse_config(data, "(prunestudio prune flags)")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from prunestudio.engine.runner import run_study
+
+    config = prune_config(args)
+    study_id, status = run_study(config, args.store, name=args.name, reporter=_reporter(args))
+    return _finish(args, study_id, status)
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from prunestudio.engine.methods import get_method, method_names
+
+    for name in method_names():
+        method = get_method(name)
+        fields = method.options_model.model_fields
+        opts = ", ".join(f"{k}={f.default!r}" for k, f in fields.items()) or "no options"
+        needs = [n for n, flag in (("X", method.needs_x), ("H", method.needs_hessian),
+                                   ("G", method.needs_grad)) if flag]
+        print(f"{name:<11} {method.description}\n{'':<11} options: {opts}; "
+              f"statistics: {', '.join(needs) or 'none'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+    from prunestudio.engine.evaluate.perplexity import perplexity
+    from prunestudio.engine.models.loading import detach_gguf_quantizer
+    from prunestudio.engine.pruning import prune_model
+    from prunestudio.engine.runner import prepare
+    from prunestudio.engine.spec import CandidateSpec
+
+    out = Path(args.directory)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"{out} is not empty; choose another DIR or pass --force")
+    with open_store(args.store, readonly=True) as store:
+        cand = store.candidate(args.candidate)
+        study = store.get_study(cand["study_id"])
+    config = parse_config(study["config"], f"(study {study['name']})")
+    if args.device or args.dtype:
+        data = config.to_dict()
+        _override_model(data, args)
+        config = parse_config(data, f"(study {study['name']})")
+    spec = CandidateSpec.model_validate(cand["spec"])
+    reporter = RichReporter()
+    ctx = prepare(config, reporter)
+    with reporter.task(f"prune {spec.label}", ctx.lm.adapter.num_blocks(ctx.lm.model)) as bar:
+        result = prune_model(ctx.lm, spec, ctx.stats, None, progress=bar)
+    if out.exists() and args.force:
+        shutil.rmtree(out)
+    detach_gguf_quantizer(ctx.lm.model)
+    ctx.lm.model.save_pretrained(out)
+    ctx.lm.tokenizer.save_pretrained(out)
+    card = {"candidate": cand["id"], "study": study["name"], "spec": cand["spec"],
+            "model": study["model"], "realised_sparsity": result.overall_sparsity,
+            "metrics": cand["metrics"]}
+    (out / "prunestudio.json").write_text(json.dumps(card, indent=2))
+    nbytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    with open_store(args.store) as store:
+        store.add_artifact(cand["id"], kind="model", path=str(out.resolve()), bytes=nbytes)
+    print(f"exported candidate {cand['id']} ({spec.label}, sparsity "
+          f"{result.overall_sparsity:.4f}) to {out} ({nbytes / 2**20:.1f} MiB)")
+    if args.verify:
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=ctx.lm.dtype).to(ctx.lm.device)
+        ev = ctx.evaluations[0]
+        got = perplexity(reloaded, ev.windows, ctx.lm.device, ev.batch_size).ppl
+        recorded = next((m["value"] for m in cand["metrics"]
+                         if m["name"] == "ppl" and m["role"] == ev.role), None)
+        print(f"verify: reloaded {ev.role} PPL {got:.3f}, recorded {recorded}")
+        if recorded is not None and abs(got - recorded) > 1e-3 * recorded:
+            print("verify: MISMATCH between exported and recorded perplexity", file=sys.stderr)
+            return 1
+        del reloaded
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return 0

@@ -1,0 +1,276 @@
+"""The study runner: every candidate of a study pruned, evaluated and recorded, resumably.
+
+Per study: the model is loaded once, the calibration and evaluation windows are cut once, dense
+statistics are computed once (and cached on disk), and a pristine copy of the prunable weights
+is kept. Per candidate: prune in place → evaluate every evaluation set → record metrics and
+status in one transaction → restore only the layers the candidate touched.
+
+A candidate that raises is recorded as failed (with its error) and the study goes on. A killed
+study resumes with `run_study(..., resume=<id or name>)`: candidates left 'running' go back to
+'pending' (their partial metrics dropped), finished ones are skipped, nothing is duplicated
+because candidates are keyed by their spec hash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from prunestudio.engine.calibration import StatsCache, calibration_hash
+from prunestudio.engine.data.windows import Windows, build_windows, check_disjoint
+from prunestudio.engine.evaluate.perplexity import perplexity
+from prunestudio.engine.models.loading import LoadedModel, load_model
+from prunestudio.engine.progress import Reporter
+from prunestudio.engine.pruning import PruneResult, WeightSnapshot, prune_model
+from prunestudio.engine.spec import CandidateSpec
+from prunestudio.engine.studies.config import StudyConfig, parse_config
+from prunestudio.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalWindows:
+    role: str
+    fidelity: str
+    windows: Windows
+    batch_size: int
+
+
+@dataclass
+class StudyContext:
+    """Everything loaded once per study and shared by its candidates."""
+
+    lm: LoadedModel
+    calibration: Windows
+    evaluations: list[EvalWindows]
+    stats: StatsCache
+    snapshot: WeightSnapshot
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CandidateOutcome:
+    metrics: list[dict[str, Any]]
+    timings: dict[str, float]
+    info: dict[str, Any]
+
+
+def cut_windows(config: StudyConfig, tokenizer) -> tuple[Windows, list[EvalWindows]]:
+    """Calibration and evaluation windows; evaluation text never overlaps calibration text."""
+    calibration = build_windows(config.calibration, tokenizer)
+    evaluations = []
+    for ev in config.evaluation:
+        windows = build_windows(ev.windows, tokenizer)
+        check_disjoint(calibration, windows)
+        evaluations.append(EvalWindows(ev.role, ev.fidelity, windows, ev.batch_size))
+    return calibration, evaluations
+
+
+def prepare(config: StudyConfig, reporter: Reporter | None = None,
+            lm: LoadedModel | None = None) -> StudyContext:
+    """Load the model (unless given) and cut the windows: the once-per-study work."""
+    reporter = reporter or Reporter()
+    timings: dict[str, float] = {}
+    if lm is None:
+        reporter.message(f"loading model {config.model.source!r} ...")
+        lm = load_model(config.model.source, device=config.model.device, dtype=config.model.dtype)
+    timings["load"] = lm.load_seconds
+    t0 = time.perf_counter()
+    calibration, evaluations = cut_windows(config, lm.tokenizer)
+    timings["windows"] = time.perf_counter() - t0
+    calib_key = calibration_hash(calibration.ids, calibration.tokens_hash)
+    stats = StatsCache(lm, calibration.ids, calib_key)
+    return StudyContext(lm, calibration, evaluations, stats, WeightSnapshot(lm), timings)
+
+
+def _sparsity_metrics(spec: CandidateSpec, result: PruneResult) -> list[dict[str, Any]]:
+    if spec.method == "dense" or not result.layer_sparsity:
+        return []
+    values = list(result.layer_sparsity.values())
+    protocol = {
+        "target": spec.sparsity,
+        "n_layers": len(values),
+        "min_layer": min(values),
+        "max_layer": max(values),
+        "max_abs_error": result.max_target_error,
+        "scope": "prunable linear layers (embeddings and lm_head excluded)",
+    }
+    return [
+        {"name": "sparsity", "value": result.overall_sparsity, "role": "pruned_layers",
+         "protocol": protocol},
+        {"name": "sparsity_max_error", "value": result.max_target_error, "role": "pruned_layers",
+         "protocol": {"target": spec.sparsity}},
+    ]
+
+
+def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
+                       reporter: Reporter | None = None) -> CandidateOutcome:
+    """Prune, evaluate, restore. Raises on any failure (the caller records it)."""
+    reporter = reporter or Reporter()
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        n_blocks = ctx.lm.adapter.num_blocks(ctx.lm.model)
+        with reporter.task(f"prune {spec.label}", n_blocks) as bar:
+            result = prune_model(ctx.lm, spec, ctx.stats, ctx.snapshot, progress=bar)
+        timings["prune"] = time.perf_counter() - t0
+        metrics = _sparsity_metrics(spec, result)
+        t0 = time.perf_counter()
+        for ev in ctx.evaluations:
+            with reporter.task(f"ppl {ev.role}", ev.windows.n) as bar:
+                ppl = perplexity(ctx.lm.model, ev.windows, ctx.lm.device, ev.batch_size, bar)
+            metrics.append(ppl.metric(fidelity=ev.fidelity, role=ev.role, windows=ev.windows))
+        timings["evaluate"] = time.perf_counter() - t0
+    finally:
+        t0 = time.perf_counter()
+        ctx.snapshot.restore()
+        timings["restore"] = time.perf_counter() - t0
+    info = {
+        "label": spec.label,
+        "stats_computed": result.stats_computed,
+        "block_ratios": result.block_ratios,
+        "model_fingerprint": ctx.lm.fingerprint,
+        "calibration_tokens_hash": ctx.calibration.tokens_hash,
+    }
+    return CandidateOutcome(metrics, timings, info)
+
+
+def _error_text(exc: BaseException) -> str:
+    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
+    return f"{type(exc).__name__}: {exc}\n\n{tail}".strip()
+
+
+def _summary(metrics: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{m['role']} {m['name']} {m['value']:.3f}" for m in metrics
+                     if m["name"] == "ppl")
+
+
+class StudyRunner:
+    """Runs one recorded study to its end, through the store's write path."""
+
+    def __init__(self, store: Store, study_id: int, config: StudyConfig,
+                 reporter: Reporter | None = None, lm: LoadedModel | None = None) -> None:
+        self.store, self.study_id, self.config = store, study_id, config
+        self.reporter = reporter or Reporter()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._lm = lm
+
+    def _event(self, message: str, *, level: str = "info", candidate_id: int | None = None,
+               progress: float | None = None) -> None:
+        self.store.add_event(self.study_id, message, level=level, candidate_id=candidate_id,
+                             progress=progress)
+        if level != "info":
+            self.reporter.message(f"[{level}] {message}")
+
+    def enqueue(self) -> list[int]:
+        """Record every candidate of the config (idempotent: existing specs keep their id)."""
+        ids = []
+        for spec in self.config.candidate_specs():
+            origin = "baseline" if spec.method == "dense" else "grid"
+            cid, _ = self.store.add_candidate(self.study_id, spec.canonical(), origin=origin)
+            ids.append(cid)
+        return ids
+
+    def run(self) -> str:
+        """Run the pending candidates; return the study's final status."""
+        store, sid = self.store, self.study_id
+        reset = store.reset_running(sid)
+        if reset:
+            self._event(f"resuming: {len(reset)} interrupted candidate(s) will be re-run")
+        self.enqueue()
+        store.set_study_status(sid, "running")
+        try:
+            ctx = prepare(self.config, self.reporter, self._lm)
+        except Exception as exc:
+            store.set_study_status(sid, "failed", error=_error_text(exc))
+            self._event(f"study failed before its first candidate: {exc}", level="error")
+            raise
+        self._event(f"model {ctx.lm.description} loaded in {ctx.timings['load']:.1f}s on "
+                    f"{ctx.lm.device} ({str(ctx.lm.dtype).removeprefix('torch.')})")
+        candidates = store.candidates(sid)
+        total = len(candidates)
+        todo = [c for c in candidates if c["status"] == "pending"]
+        done = total - len(todo)
+        with self.reporter.task("candidates", total) as bar:
+            bar(done, total)
+            for cand in todo:
+                reason = store.cancel_requested(sid)
+                if reason:
+                    store.set_study_status(sid, "cancelled", error=reason)
+                    self._event(f"cancelled before candidate {cand['idx']}: {reason}",
+                                level="warning", progress=done / total)
+                    return "cancelled"
+                self._run_one(ctx, cand)
+                done += 1
+                bar(done, total)
+        store.heartbeat(self.worker, study_id=sid, candidate_id=None)
+        store.set_study_status(sid, "finished")
+        self._event("study finished", progress=1.0)
+        return "finished"
+
+    def _run_one(self, ctx: StudyContext, cand: dict[str, Any]) -> None:
+        store, cid = self.store, cand["id"]
+        if not store.start_candidate(cid, worker=self.worker):
+            return  # another worker took it
+        store.heartbeat(self.worker, study_id=self.study_id, candidate_id=cid)
+        total = max(1, len(store.candidates(self.study_id)))
+        t0 = time.perf_counter()
+        try:
+            spec = CandidateSpec.model_validate(cand["spec"])
+            outcome = evaluate_candidate(ctx, spec, self.reporter)
+        except Exception as exc:  # a failing candidate never stops the study
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            store.fail_candidate(cid, error=_error_text(exc),
+                                 timings={"total": time.perf_counter() - t0})
+            self._event(f"candidate {cand['idx']} failed: {type(exc).__name__}: {exc}",
+                        level="error", candidate_id=cid, progress=(cand["idx"] + 1) / total)
+            return
+        t_record = time.perf_counter()
+        outcome.timings["total"] = t_record - t0
+        store.finish_candidate(cid, metrics=outcome.metrics, timings=outcome.timings,
+                               info=outcome.info)
+        outcome.timings["record"] = time.perf_counter() - t_record
+        self._event(f"candidate {cand['idx']} {outcome.info['label']}: {_summary(outcome.metrics)}",
+                    candidate_id=cid, progress=min(1.0, (cand["idx"] + 1) / total))
+        self.reporter.message(f"  {outcome.info['label']:<22} {_summary(outcome.metrics)}")
+
+
+def start_study(store: Store, config: StudyConfig, name: str | None = None) -> int:
+    """Record a new study for `config`; return its id."""
+    specs = config.candidate_specs()
+    if not specs:
+        raise ValueError("the study has no candidates: give grid.methods or [[candidates]]")
+    return store.create_study(
+        name=name or config.study.name, kind=config.study.kind, model=config.model.source,
+        config=config.to_dict(), seed=config.study.seed, budget=len(specs),
+    )
+
+
+def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
+              resume: str | int | None = None, reporter: Reporter | None = None,
+              lm: LoadedModel | None = None) -> tuple[int, str]:
+    """Create (or resume) a study in the store at `store_path` and run it.
+
+    Returns (study id, final status). With `resume`, the study's own recorded config is used.
+    """
+    with open_store(store_path) as store:
+        if resume is not None:
+            study = store.get_study(resume)
+            config = parse_config(study["config"], f"(study {study['name']} in {store_path})")
+            study_id = study["id"]
+            store.clear_cancel(study_id)
+        else:
+            if config is None:
+                raise ValueError("run_study needs a config or a study to resume")
+            study_id = start_study(store, config, name)
+        runner = StudyRunner(store, study_id, config, reporter, lm)
+        return study_id, runner.run()

@@ -1,0 +1,90 @@
+"""Tiny randomly initialised causal LMs saved as real model folders (config, weights and a
+tokenizer), so the CLI and the runner load them through `from_pretrained` like any user model.
+
+The tokenizer is a byte-level BPE trained in a second on the offline corpus, so the offline text
+sources tokenize into realistic ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 384
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from prunestudio.engine.data.sources import load_text
+
+    text = load_text("pydoc", "all").text[:200_000]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator([text[i:i + 5000] for i in range(0, len(text), 5000)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+
+
+def tiny_config(arch: str):
+    """hidden 64, 2 blocks; widths divisible by 8 so 2:4 and 4:8 apply everywhere."""
+    import transformers as tf
+
+    if arch == "llama":  # GQA: 4 query heads sharing 2 KV heads
+        return tf.LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              max_position_embeddings=512, tie_word_embeddings=True)
+    if arch == "opt":
+        return tf.OPTConfig(vocab_size=VOCAB, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=512,
+                            word_embed_proj_dim=64, dropout=0.1)
+    if arch == "gpt_neox":
+        return tf.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                max_position_embeddings=512)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=512)
+    raise ValueError(arch)
+
+
+def save_tiny_model(arch: str, folder: Path, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def tiny_study_toml(model_dir: Path, *, methods: str = '["magnitude", "wanda"]',
+                    patterns: str = '["unstructured", "2:4"]', extra: str = "") -> str:
+    """A small study on a tiny model: 4 × 32 calibration tokens, two evaluation sets."""
+    return f"""
+[model]
+source = "{model_dir}"
+
+[calibration]
+source = "pydoc"
+seqlen = 32
+n = 4
+
+[[evaluation]]
+role = "in_domain"
+windows = {{ source = "pydoc", seqlen = 64, n = 4, offset = 20000 }}
+
+[[evaluation]]
+role = "out_of_domain"
+windows = {{ source = "shakespeare", split = "hamlet", seqlen = 64, n = 4 }}
+
+[grid]
+methods = {methods}
+sparsities = [0.5]
+patterns = {patterns}
+{extra}
+"""
