@@ -10,7 +10,7 @@ A Cholesky failure is an error naming the layer — never a silent identity fall
 from __future__ import annotations
 
 import torch
-from prunestudio.engine.masks import n_to_prune
+from prunestudio.engine.masks import check_finite, n_to_prune
 from prunestudio.engine.methods.base import LayerInputs, LayerTarget, MethodOptions, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 from pydantic import Field
@@ -29,9 +29,17 @@ def sparsegpt_update(weight: torch.Tensor, hessian: torch.Tensor, target: LayerT
                      blocksize: int = 128, damp: float = 0.01,
                      where: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
     """Return (new weight, prune mask) for a (out, in) weight; inputs are not modified."""
-    W = weight.detach().float().clone()
+    W = weight.detach().float().clone(memory_format=torch.contiguous_format)  # GPT-2: a .t() view
     H = hessian.detach().float().clone().to(W.device)
     rows, cols = W.shape
+    # NaN / inf statistics are a candidate error of their own, not a "raise damp" Cholesky hint
+    check_finite(H, f"sparsegpt Hessian of {where}")
+    check_finite(W, f"sparsegpt weight of {where}")
+    if target.nm is not None and blocksize % target.nm[1] and cols > blocksize:
+        raise ValueError(
+            f"sparsegpt: blocksize {blocksize} must be a multiple of M={target.nm[1]} for the "
+            f"N:M pattern {target.nm[0]}:{target.nm[1]} (groups may not straddle blocks)"
+        )
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0

@@ -124,7 +124,7 @@ def _format_validation(exc: ValidationError, where: str) -> str:
     lines = [f"invalid study config {where}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/ for examples)"
         elif err["type"] == "literal_error":
