@@ -15,10 +15,9 @@ VOCAB = 384
 
 
 def tiny_tokenizer():
+    from prunestudio.engine.data.sources import load_text
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from prunestudio.engine.data.sources import load_text
 
     text = load_text("pydoc", "all").text[:200_000]
     tok = Tokenizer(models.BPE(unk_token=None))
