@@ -46,12 +46,15 @@ def bench_config(model: str, eval_windows: int, device: str | None, dtype: str |
 
 def _warm_statistics(stats: StatsCache, specs: list[CandidateSpec]) -> None:
     """Compute what the candidates will need, once."""
-    methods = [get_method(s.method) for s in specs]
-    if any(m.needs_calibration for m in methods):
+    needs = set()
+    for spec in specs:
+        method = get_method(spec.method)
+        needs |= method.needs(method.validate_options(spec.options))
+    if needs & {"x", "hessian"}:
         stats.block_inputs()
     if any(s.calibration.mode == "dense" or s.layer_ratios == "owl" for s in specs):
-        stats.dense_layer_stats(any(m.needs_hessian for m in methods))
-    if any(m.needs_grad for m in methods):
+        stats.dense_layer_stats("hessian" in needs)
+    if "grad" in needs:
         stats.gradients()
 
 

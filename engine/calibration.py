@@ -16,6 +16,7 @@ Statistics are fp32 whatever the model dtype:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,11 +64,18 @@ def capture_block_inputs(lm: LoadedModel, ids: torch.Tensor, batch_size: int = 8
     """Run the model up to block 0 and keep what block 0 receives, chunk by chunk."""
     block0 = lm.adapter.blocks(lm.model)[0]
     hidden, kwargs = [], []
+    # Some models pass more than the hidden states positionally (GPT-2: past_key_values,
+    # attention_mask, encoder_hidden_states): name them, or the causal mask is lost.
+    positional = [
+        p.name for p in inspect.signature(block0.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
     def hook(module, args, kw):
         hidden.append((args[0] if args else kw["hidden_states"]).detach())
         rest = dict(kw)
         rest.pop("hidden_states", None)
+        rest.update(zip(positional[1:], args[1:], strict=False))
         kwargs.append(_clean_kwargs(rest))
         raise _StopForward
 
@@ -118,8 +126,10 @@ class _Collector:
     xsum: torch.Tensor | None = None
     hsum: torch.Tensor | None = None
 
-    def add(self, x: torch.Tensor) -> None:
-        b = x.shape[0] if x.dim() == 3 else 1
+    def add(self, x: torch.Tensor, batch: int | None = None) -> None:
+        # `batch`: samples in the block's input chunk. A layer may see its input flattened to
+        # (tokens, in) (OPT's fc1 / fc2), so its own shape cannot tell the sample count.
+        b = batch if batch is not None else (x.shape[0] if x.dim() == 3 else 1)
         x = x.reshape(-1, x.shape[-1]).float()
         self.nsamples += b
         s = (x * x).sum(0)
@@ -144,15 +154,17 @@ def collect_block_stats(
     """One forward of `block` over the inputs with statistics hooks on its linear layers."""
     collectors = {lin.name: _Collector(want_hessian) for lin in linears}
     handles = []
+    chunk = {"samples": 0}
     for lin in linears:
         col = collectors[lin.name]
 
         def hook(module, args, output, col=col):  # must return None: never replace the output
-            col.add(args[0].detach())
+            col.add(args[0].detach(), chunk["samples"])
 
         handles.append(lin.module.register_forward_hook(hook))
     try:
         for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True):
+            chunk["samples"] = h.shape[0]
             block(h, **kw)
     finally:
         for handle in handles:
@@ -191,8 +203,13 @@ def prune_sequentially(
 # ---------------------------------------------------------------- dense statistics, cached
 
 
+# Bump when the way a statistic is computed changes, so stale cache files are never reused.
+STATS_VERSION = 2
+
+
 def _cache_path(lm: LoadedModel, calib_hash: str, statistic: str) -> Path:
-    return cache_dir("stats") / lm.fingerprint / calib_hash / f"{statistic}.pt"
+    return (cache_dir("stats") / f"v{STATS_VERSION}" / lm.fingerprint / calib_hash
+            / f"{statistic}.pt")
 
 
 def _load_cached(path: Path):

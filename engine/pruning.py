@@ -73,8 +73,10 @@ def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsi
                      cfg: OWLConfig) -> list[float]:
     """OWL (Yin et al., 2024): per-block sparsity from the block's outlier ratio.
 
-    r_i = share of the block's |W|·‖X‖ entries above M × their mean; the ratios are min–max
-    scaled to [0, 2λ] and shifted so the mean density stays 1 − s: s_i = s − (r̃_i − mean r̃).
+    r_i = share of the block's |W|·‖X‖ entries above M × their mean; s_i = s − (r_i − mean r)
+    scaled so the largest deviation is λ: every s_i lies in [s − λ, s + λ] and their mean is s.
+    (The OWL code min–max scales r to [0, 2λ] and re-centres it, which gives the same ratios
+    whenever those already lie in [s − λ, s + λ]; otherwise it overshoots the band by up to λ.)
     """
     ratios = []
     for i in range(lm.adapter.num_blocks(lm.model)):
@@ -85,10 +87,10 @@ def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsi
         flat = torch.cat(metrics)
         ratios.append(float((flat > cfg.M * flat.mean()).float().mean()))
     r = torch.tensor(ratios, dtype=torch.float64)
-    span = r.max() - r.min()
-    scaled = torch.zeros_like(r) if span == 0 else (r - r.min()) / span * (2 * cfg.lam)
-    density = scaled - scaled.mean() + (1 - sparsity)
-    out = [float(1 - d) for d in density]
+    dev = r - r.mean()
+    widest = dev.abs().max()
+    scaled = torch.zeros_like(r) if widest == 0 else dev / widest * cfg.lam
+    out = [float(sparsity - d) for d in scaled]
     for s in out:
         if not (0 <= s < 1):
             raise ValueError(
@@ -107,7 +109,10 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     result = PruneResult()
     if spec.method == "dense":
         return result
-    needs_stats = method.needs_calibration or method.needs_grad or spec.layer_ratios == "owl"
+    needs = method.needs(options)  # subset of {"x", "hessian", "grad"}
+    calibrated = bool(needs & {"x", "hessian"})
+    want_hessian = "hessian" in needs
+    needs_stats = bool(needs) or spec.layer_ratios == "owl"
     if needs_stats and stats is None:
         raise ValueError(f"method {spec.method!r} needs calibration data")
     computed_before = len(stats.computed) if stats else 0
@@ -119,7 +124,7 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     else:
         block_ratio = [spec.sparsity] * n_blocks
     nm = (spec.pattern.n, spec.pattern.m) if spec.pattern.kind == "nm" else None
-    grads = stats.gradients() if method.needs_grad else None
+    grads = stats.gradients() if "grad" in needs else None
 
     def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
         target = LayerTarget(block_ratio[i], nm)
@@ -132,13 +137,13 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
             result.layer_targets[lin.name] = target.sparsity
             result._numel[lin.name] = lin.weight.numel()
 
-    if not method.needs_calibration:
+    if not calibrated:
         for i in range(n_blocks):
             prune_block(i, lm.adapter.prunable_linears(lm.model, i), {})
             if progress:
                 progress(i + 1, n_blocks)
     elif spec.calibration.mode == "dense":
-        dense = stats.dense_layer_stats(want_hessian=method.needs_hessian)
+        dense = stats.dense_layer_stats(want_hessian=want_hessian)
         for i in range(n_blocks):
             lins = lm.adapter.prunable_linears(lm.model, i)
             prune_block(i, lins, {lin.name: dense[lin.name].to(lm.device) for lin in lins})
@@ -146,7 +151,7 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                 progress(i + 1, n_blocks)
     else:
         prune_sequentially(lm, stats.block_inputs(), prune_block,
-                           want_hessian=method.needs_hessian, progress=progress)
+                           want_hessian=want_hessian, progress=progress)
     if stats:
         result.stats_computed = stats.computed[computed_before:]
     return result

@@ -99,7 +99,9 @@ class CandidateSpec(BaseModel):
         from prunestudio.engine.methods import get_method
 
         method = get_method(self.method)  # unknown method -> clear error listing the registry
-        method.validate_options(self.options)
+        # stored validated, defaults filled in: {} and {'scope': 'matrix'} are one candidate
+        object.__setattr__(self, "options",
+                           method.validate_options(self.options).model_dump(mode="json"))
         if self.method == "dense":
             if self.sparsity != 0 or self.pattern.kind != "unstructured":
                 raise ValueError("method 'dense' takes no sparsity or pattern")

@@ -49,6 +49,15 @@ class PruningMethod:
     def needs_calibration(self) -> bool:
         return self.needs_x or self.needs_hessian
 
+    def needs(self, options: MethodOptions) -> frozenset[str]:
+        """Statistics needed with these options: a subset of {"x", "hessian", "grad"}.
+
+        The class flags by default; a method whose needs depend on its options (a symbolic
+        expression without G needs no gradients) overrides this.
+        """
+        flags = (("x", self.needs_x), ("hessian", self.needs_hessian), ("grad", self.needs_grad))
+        return frozenset(name for name, flag in flags if flag)
+
     def validate_options(self, options: dict) -> MethodOptions:
         try:
             return self.options_model(**options)

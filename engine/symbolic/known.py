@@ -1,0 +1,22 @@
+"""Published pruning metrics written as expressions over W, G, X."""
+
+from __future__ import annotations
+
+from prunestudio.engine.symbolic.parse import parse
+from prunestudio.engine.symbolic.tree import Node
+
+KNOWN_METRICS: dict[str, str] = {
+    "magnitude": "W",  # |W|
+    "wanda": "mul(W,sqrt(X))",  # |W|·‖X‖ (Sun et al. 2023)
+    "gblm": "add(mul(W,sqrt(X)),mul(W,G))",  # |W|·‖X‖ + |W|·G (Das et al. 2023)
+    "pruner_zero": "mul(sqr(W),mms(G))",  # the paper's reported best, |W|²·mms(G)
+    # the same metric as the authors' released best tree (data/best_tree.json)
+    "pruner_zero_released": "mul(abs(mul(W,W)),mms(G))",
+}
+
+
+def known_metric(name: str) -> Node:
+    """The expression tree of a published metric, by name."""
+    if name not in KNOWN_METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(KNOWN_METRICS)}")
+    return parse(KNOWN_METRICS[name])
