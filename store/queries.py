@@ -21,6 +21,7 @@ __all__ = [
     "metrics_table",
     "metrics_long",
     "best_candidate",
+    "best_metrics",
     "list_workers",
 ]
 
@@ -180,6 +181,46 @@ def best_candidate(
         best = rows(c, "SELECT m.*" + base + f" ORDER BY m.value {order}, c.idx LIMIT 1", params)[0]
         out = store.candidate(best["candidate_id"])
     out["best"] = decode_metric(best)
+    return out
+
+
+def best_metrics(
+    store: Store, study_ids: list[int] | None = None, metric: str = "ppl",
+    lower_is_better: bool = True, exclude_methods: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """For each study and each identity of ``metric`` (dataset, split, seqlen, fidelity,
+    role), the best value among done candidates: rows with study_id, name, dataset, split,
+    seqlen, fidelity, role, value, candidate_id and idx (of a candidate holding that value)
+    and n (done candidates with that metric). One aggregate query; ``study_ids`` limits it
+    (e.g. to the studies ``studies_since`` reported changed); ``exclude_methods`` leaves out
+    candidates whose spec has that ``method`` (e.g. the unpruned "dense" reference)."""
+    where, params = ["c.status = 'done'", "m.name = ?"], [metric]
+    if study_ids is not None:
+        if not study_ids:
+            return []
+        where.append(f"c.study_id IN ({','.join('?' * len(study_ids))})")
+        params += [int(s) for s in study_ids]
+    if exclude_methods:
+        marks = ",".join("?" * len(exclude_methods))
+        where.append(f"COALESCE(json_extract(c.spec, '$.method'), '') NOT IN ({marks})")
+        params += list(exclude_methods)
+    # SQLite takes the bare columns (candidate_id, idx) from the row holding the MIN / MAX
+    # (the only min/max aggregate in the query, as that rule requires).
+    sql = (
+        f"SELECT c.study_id, m.name, m.dataset, m.split, m.seqlen, m.fidelity, m.role,"
+        f" {'MIN' if lower_is_better else 'MAX'}(m.value) AS value, m.candidate_id, c.idx,"
+        " COUNT(*) AS n FROM candidates c JOIN metrics m ON m.candidate_id = c.id"
+        f" WHERE {' AND '.join(where)}"
+        " GROUP BY c.study_id, m.dataset, m.split, m.seqlen, m.fidelity, m.role"
+        " ORDER BY c.study_id, m.role, m.fidelity, m.dataset, m.split, m.seqlen"
+    )
+    with store.snapshot() as c:
+        found = rows(c, sql, params)
+    out = []
+    for r in found:
+        m = decode_metric({**r, "protocol": None})
+        del m["protocol"]
+        out.append(m)
     return out
 
 

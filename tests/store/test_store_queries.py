@@ -202,3 +202,41 @@ def test_candidates_since_cheap_at_100k(tmp_path: Path) -> None:
         assert elapsed < 0.02, f"{elapsed * 1000:.1f} ms per incremental poll"
         counts = queries.list_studies(ro)[0]
         assert counts["n_total"] == n + 1 and counts["n_done"] == n + 1
+
+
+def test_best_metrics_per_study_and_identity(store: Store, study: int) -> None:
+    ids = _add(store, study, 4)
+    store.finish_candidate(ids[0], metrics=[ppl(12.0, role="search"), ppl(30.0, fidelity="full",
+                                                                          role="in_domain")])
+    store.finish_candidate(ids[1], metrics=[ppl(9.0, role="search"), ppl(5.0, name="loss")])
+    store.finish_candidate(ids[2], metrics=[ppl(11.0, role="search")])
+    store.start_candidate(ids[3])  # partial metrics of an unfinished candidate never count
+    store.add_metrics(ids[3], [ppl(1.0, role="search")])
+    other = store.create_study(name="s2", kind="gp", model="m", config={})
+    (oid,) = _add(store, other, 1)
+    store.finish_candidate(oid, metrics=[ppl(7.0)])
+
+    found = queries.best_metrics(store)
+    by = {(r["study_id"], r["role"], r["fidelity"]): r for r in found}
+    assert set(by) == {(study, "search", "proxy"), (study, "in_domain", "full"),
+                       (other, None, "proxy")}
+    search = by[study, "search", "proxy"]
+    assert (search["value"], search["candidate_id"], search["n"]) == (9.0, ids[1], 3)
+    assert search["idx"] == 1 and search["seqlen"] == 128 and search["name"] == "ppl"
+    assert by[study, "in_domain", "full"]["value"] == 30.0
+    assert [r["study_id"] for r in queries.best_metrics(store, [other])] == [other]
+    assert queries.best_metrics(store, []) == []
+    best_acc = queries.best_metrics(store, [study], metric="loss", lower_is_better=False)
+    assert [(r["value"], r["candidate_id"]) for r in best_acc] == [(5.0, ids[1])]
+
+
+def test_best_metrics_exclude_methods(store: Store, study: int) -> None:
+    dense, _ = store.add_candidate(study, {"method": "dense"}, origin="baseline")
+    wanda, _ = store.add_candidate(study, {"method": "wanda", "sparsity": 0.5}, origin="baseline")
+    other, _ = store.add_candidate(study, {"i": 1}, origin="random")  # no method key
+    for cid, value in ((dense, 10.0), (wanda, 20.0), (other, 30.0)):
+        store.finish_candidate(cid, metrics=[ppl(value)])
+    (best,) = queries.best_metrics(store, [study], exclude_methods=("dense",))
+    assert (best["value"], best["candidate_id"], best["n"]) == (20.0, wanda, 2)
+    (best,) = queries.best_metrics(store, [study])
+    assert best["candidate_id"] == dense

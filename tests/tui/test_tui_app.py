@@ -1,0 +1,224 @@
+"""Pilot tests: navigation, sorting, filtering, paging, detail, export, cancel, live updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from prunestudio.store import open_store
+from prunestudio.tui.app import PruneStudioApp
+from prunestudio.tui.dialogs import ConfirmCancel, ExportDialog
+from prunestudio.tui.studies_screen import StudiesScreen, StudiesTableWidget
+from prunestudio.tui.study_screen import CandidateScreen, CandidateTableWidget, StudyScreen
+from tui_helpers import async_test, press, screen_text, settle, table_column
+
+MakeApp = Callable[..., PruneStudioApp]
+
+
+async def _open_gp(pilot) -> StudyScreen:  # type: ignore[no-untyped-def]
+    await settle(pilot)
+    await press(pilot, "down", "down", "enter")  # studies are newest first: 4, 3, 2 = gp
+    screen = pilot.app.screen
+    assert isinstance(screen, StudyScreen) and screen.study.name == "prunerzero-gp"
+    return screen
+
+
+@async_test
+async def test_studies_screen(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(StudiesTableWidget)
+        assert table_column(table, "name") == ["adapruner-tpe", "llm-pruner-gbdt",
+                                               "prunerzero-gp", "baselines"]
+        assert table_column(table, "status") == ["created", "cancelled", "running", "finished"]
+        assert [p.split()[-1] for p in table_column(table, "progress")] == [
+            "0/150", "8/40", "22/60", "10/10"]
+        # lowest in-domain full ppl, the dense reference excluded (16.92 is dense)
+        assert table_column(table, "best") == ["", "31.00", "25.29", "26.95"]
+        assert table_column(table, "eta")[2] == "5h23m"  # 22 done in 3h07m, 38 to go
+        text = screen_text(app)
+        assert "GPU0 H100" in text and "4 studies · 1 running" in text
+
+
+@async_test
+async def test_navigation_with_keys_only(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        table = screen.query_one(CandidateTableWidget)
+        assert table.row_count == 24 and table.has_focus
+        await press(pilot, "down", "enter")
+        assert isinstance(app.screen, CandidateScreen)
+        text = screen_text(app)
+        assert "#1 (id" in text and "└── mms" in text and "protocol" not in text
+        assert "seqlen 256 · full · in_domain · n=32" in text
+        await press(pilot, "escape")
+        assert app.screen is screen and table.cursor_row == 1
+        await press(pilot, "escape")
+        assert isinstance(app.screen, StudiesScreen)
+
+
+@async_test
+async def test_sort_by_metric_and_reverse(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _open_gp(pilot)
+        table = screen.query_one(CandidateTableWidget)
+        primary = screen.view.primary
+        assert primary is not None and primary.title == "ppl in"
+        while screen.view.sort_key != primary.key:
+            await press(pilot, "s")
+        values = table_column(table, primary.key)
+        assert values[3:] == [""] * 21  # three finalists have it; the rest come after
+        assert values[:3] == sorted(values[:3], key=float) and values[0] == "25.29"
+        assert sorted(table_column(table, "_id")[:3], key=int) == ["1", "13", "19"]
+        await press(pilot, "S")  # reverse: worst first, rows without the metric stay last
+        assert table_column(table, primary.key)[:3] == values[:3][::-1]
+        assert "ppl in ↓" in screen_text(app)
+
+
+@async_test
+async def test_filter_by_status_and_origin(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        table = screen.query_one(CandidateTableWidget)
+        await press(pilot, "f")  # running
+        assert table_column(table, "status") == ["running"]
+        await press(pilot, "f")  # pending
+        assert table_column(table, "_id") == ["23"]
+        await press(pilot, "f", "f")  # failed
+        assert table_column(table, "_id") == ["6", "15"]
+        await press(pilot, "o")  # first origin alphabetically: crossover
+        assert table_column(table, "origin") == []  # 6 is random, 15 a mutation
+        await press(pilot, "o")  # mutation
+        assert table_column(table, "_id") == ["15"]
+        assert "status failed  origin mutation  rows 1–1 of 1" in screen_text(app)
+        await press(pilot, "f", "f")  # skipped, then all
+        assert screen.view.status_filter is None
+        assert set(table_column(table, "origin")) == {"mutation"}
+
+
+@async_test
+async def test_paging(make_app: MakeApp) -> None:
+    app = make_app(page_size=10)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        table = screen.query_one(CandidateTableWidget)
+        assert table.row_count == 10 and table.pages == 3
+        await press(pilot, "right_square_bracket")
+        assert table_column(table, "_id")[0] == "10" and "page 2/3" in screen_text(app)
+        await press(pilot, "right_square_bracket", "right_square_bracket")
+        assert table_column(table, "_id") == ["20", "21", "22", "23"]
+        await press(pilot, "left_square_bracket")
+        assert table_column(table, "_id")[0] == "10"
+
+
+@async_test
+async def test_detail_pane_follows_cursor(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _open_gp(pilot)
+        assert screen.query_one("#side").display
+        await press(pilot, "down", "down", "down", "down", "down", "down")
+        text = screen_text(app)
+        assert "#6 (id" in text and "NaN scores" in text and "exp" in text
+        await press(pilot, "escape", "up", "enter")  # the structured study
+        assert isinstance(app.screen, StudyScreen)
+        await press(pilot, "end", "enter")
+        text = screen_text(app)
+        assert "Layer ratios" in text and "30 layers" in text and "layer_ratios.mlp" in text
+
+
+@async_test
+async def test_export_command_copied(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        await press(pilot, "down", "x")
+        assert isinstance(app.screen, ExportDialog)
+        cid = screen.query_one(CandidateTableWidget).cursor_id
+        assert app.clipboard == f"prunestudio export {cid} exports/prunerzero-gp-1 --store demo.db"
+        await press(pilot, "escape")
+        assert app.screen is screen
+
+
+@async_test
+async def test_cancel_running_study(make_app: MakeApp, demo_db: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await press(pilot, "end", "c")  # the oldest study is finished: nothing to cancel
+        assert not isinstance(app.screen, ConfirmCancel)
+        assert any("nothing to cancel" in str(n.message) for n in app._notifications)
+        await press(pilot, "home")
+        screen = await _open_gp(pilot)
+        await press(pilot, "c")
+        assert isinstance(app.screen, ConfirmCancel)
+        await press(pilot, "n")
+        assert app.screen is screen
+        with open_store(demo_db, readonly=True) as store:
+            assert store.cancel_requested(screen.study.id) is None
+        await press(pilot, "c", "y")
+        await settle(pilot)
+        with open_store(demo_db, readonly=True) as store:
+            assert "cancelled from the TUI" in (store.cancel_requested(screen.study.id) or "")
+        assert screen.study.cancel_requested  # re-read after the write
+        assert "(cancelling)" in screen_text(app)
+
+
+@async_test
+async def test_live_update_keeps_cursor_and_scroll(make_app: MakeApp, demo_db: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        table = screen.query_one(CandidateTableWidget)
+        await press(pilot, *["down"] * 15)
+        cursor, scroll = table.cursor_id, table.scroll_y
+        assert scroll > 0
+        running = screen.view.page(0, 100)[22]
+        with open_store(demo_db) as store:
+            store.finish_candidate(running, metrics=[{
+                "name": "ppl", "value": 19.5, "dataset": "pydoc", "split": "all", "seqlen": 128,
+                "n_samples": 8, "fidelity": "proxy", "role": "search"}])
+            new, _ = store.add_candidate(screen.study.id, {"method": "symbolic", "sparsity": 0.5,
+                                         "options": {"expression": "mul(W,X)"}},
+                                         origin="mutation")
+            store.add_event(screen.study.id, "candidate 22 done")
+        screen.poll()
+        await settle(pilot)
+        assert table.row_count == 25 and table.cursor_id == cursor and table.scroll_y == scroll
+        assert table.get_cell(str(running), "status").plain == "done"
+        assert table_column(table, "label")[-1].startswith("mul(W,X)")
+        assert "candidate 22 done" in screen_text(app)
+        assert screen.study.n_done == 21 and screen.study.n_pending == 2
+
+
+@async_test
+async def test_command_palette_filters(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        titles = [c.title for c in app.get_system_commands(screen)]
+        for wanted in ("Sort by ppl in", "Export command", "Cancel study", "Show only failed",
+                       "Show only origin crossover", "Next page", "Quit"):
+            assert wanted in titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        for ch in "Show only failed":
+            await pilot.press("space" if ch == " " else ch)
+        await pilot.pause(0.3)
+        await press(pilot, "enter")
+        assert screen.view.status_filter == "failed"
+        assert table_column(screen.query_one(CandidateTableWidget), "_id") == ["6", "15"]
+
+
+@async_test
+async def test_open_study_directly(make_app: MakeApp) -> None:
+    app = make_app(open_study="baselines")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, StudyScreen) and app.screen.study.name == "baselines"
+        await press(pilot, "escape")
+        assert isinstance(app.screen, StudiesScreen)

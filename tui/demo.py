@@ -1,0 +1,208 @@
+"""A small demo store written through the store's own write API, with fixed timestamps.
+
+Used by the TUI tests, the screenshots and anyone who wants to try the TUI without running a
+study::
+
+    python -m prunestudio.tui.demo /tmp/demo.db && prunestudio tui /tmp/demo.db
+
+Four studies: a finished baseline grid (in-domain / out-of-domain ppl, one failure), a running
+genetic-programming search over expressions (proxy ppl under the 'search' role, finalists at
+full fidelity, parents, a running and pending candidates, events), a cancelled structured
+search with per-layer ratios, and a study that has not started.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from unittest import mock
+
+from prunestudio.store import Store, open_store
+
+from .machine import GpuInfo, GpuProcess, MachineSnapshot
+
+__all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "fixed_clock"]
+
+DEMO_START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+DEMO_NOW = DEMO_START + 3 * 3600 + 754.0  # "now" for screenshots: a few hours later
+_GIB = 2**30
+DEMO_MACHINE = MachineSnapshot(  # fixed machine-panel figures for screenshots and tests
+    host="gpu-box", cpu_percent=23.0, cpu_count=16, ram_used=40 * _GIB, ram_total=125 * _GIB,
+    load=(1.2, 0.9, 0.8),
+    gpus=(GpuInfo(0, "NVIDIA H100 80GB HBM3", 87.0, 31 * _GIB, 80 * _GIB, 63, 312, 700),),
+    processes=(GpuProcess(0, 4242, "python -m prunestudio run configs/gp.toml", 30 * _GIB),),
+)
+
+
+@contextmanager
+def fixed_clock(start: float = DEMO_START, step: float = 7.0) -> Iterator[SimpleNamespace]:
+    """Make the store's timestamps deterministic: each write reads a clock that advances by
+    ``step`` seconds per call (``clock.now`` may be moved by hand)."""
+    from prunestudio.store import db as store_db
+
+    clock = SimpleNamespace(now=start)
+
+    def tick() -> float:
+        clock.now += step
+        return clock.now
+
+    with mock.patch.object(store_db, "time", SimpleNamespace(time=tick)):
+        yield clock
+
+
+def _ppl(value: float, role: str, *, fidelity: str = "full", dataset: str = "pydoc",
+         split: str = "all", seqlen: int = 256, n: int = 32) -> dict[str, Any]:
+    return {
+        "name": "ppl", "value": value, "dataset": dataset, "split": split, "seqlen": seqlen,
+        "n_samples": n, "fidelity": fidelity, "role": role,
+        "protocol": {"join": "\n\n", "windows": "non-overlapping", "tail": "dropped",
+                     "dtype": "fp32", "offset": 40000 if role == "in_domain" else 0},
+    }
+
+
+_EVAL = [
+    {"role": "in_domain", "fidelity": "full",
+     "windows": {"source": "pydoc", "split": "all", "seqlen": 256, "n": 32, "offset": 40000}},
+    {"role": "out_of_domain", "fidelity": "full",
+     "windows": {"source": "shakespeare", "split": "hamlet", "seqlen": 256, "n": 32}},
+]
+_MODEL = "smollm2-135m-instruct (Q4_1 GGUF)"
+
+
+def _grid(store: Store, clock: SimpleNamespace) -> None:
+    sid = store.create_study(name="baselines", kind="grid", model=_MODEL, seed=0, budget=10,
+                             config={"evaluation": _EVAL, "grid": {"sparsities": [0.5]}})
+    store.set_study_status(sid, "running")
+    nm = {"kind": "nm", "n": 2, "m": 4}
+    specs: list[tuple[dict[str, Any], float | None, float | None]] = [
+        ({"method": "dense"}, 16.92, 41.37),
+        ({"method": "magnitude", "sparsity": 0.5}, 61.80, 188.4),
+        ({"method": "magnitude", "sparsity": 0.5, "pattern": nm}, 402.7, 1093.0),
+        ({"method": "wanda", "sparsity": 0.5}, 28.67, 77.12),
+        ({"method": "wanda", "sparsity": 0.5, "pattern": nm}, 47.31, 128.9),
+        ({"method": "sparsegpt", "sparsity": 0.5}, 26.95, 70.84),
+        ({"method": "sparsegpt", "sparsity": 0.5, "pattern": nm}, None, None),
+        ({"method": "gblm", "sparsity": 0.5}, 28.12, 75.50),
+        ({"method": "gblm", "sparsity": 0.5, "pattern": nm}, 45.96, 125.2),
+        ({"method": "magnitude", "sparsity": 0.5, "options": {"scope": "row"}}, 55.43, 160.1),
+    ]
+    for spec, ind, ood in specs:
+        cid, _ = store.add_candidate(sid, spec, origin="baseline")
+        store.start_candidate(cid, worker="gpu0")
+        if ind is None:
+            store.fail_candidate(cid, error="SparseGPT: Cholesky decomposition failed on "
+                                 "model.layers.7.mlp.down_proj (Hessian not positive definite "
+                                 "after 1% damping); raise damping or use more calibration "
+                                 "samples", timings={"prune": 12.4})
+            store.add_event(sid, f"candidate {spec['method']} 2:4 failed: Cholesky",
+                            level="error", candidate_id=cid)
+            continue
+        store.finish_candidate(
+            cid, metrics=[_ppl(ind, "in_domain"),
+                          _ppl(ood, "out_of_domain", dataset="shakespeare", split="hamlet")],
+            timings={"prune": 3.2 if spec["method"] != "sparsegpt" else 14.8, "eval": 5.1,
+                     "total": 9.4}, info={"realised_sparsity": spec.get("sparsity", 0.0)},
+        )
+    store.add_event(sid, "study finished: 9 done, 1 failed", progress=1.0)
+    store.set_study_status(sid, "finished")
+
+
+_EXPRESSIONS = [
+    "mul(abs(W),sqrt(X))", "mul(sqr(W),mms(G))", "add(mul(abs(W),sqrt(X)),mul(abs(W),G))",
+    "mul(W,G)", "div(sqr(W),add(X,G))", "mul(sqr(W),zsn(G))", "mul(exp(tanh(W)),mms(G))",
+    "sub(mul(W,X),log(G))", "mul(sqr(W),mms(sqr(G)))", "add(sqr(W),norm1(G))",
+    "mul(abs(W),norm2(X))", "mul(sqr(sqrt(W)),G)",
+]
+_OFFSPRING = [
+    "mul(sqr(W),mms(sqrt(G)))", "mul(abs(W),mms(G))", "add(mul(sqr(W),mms(G)),sqrt(X))",
+    "mul(sqr(W),norm2(G))", "mul(sqr(abs(W)),mms(G))", "mul(sqr(W),tanh(G))",
+    "div(sqr(W),add(sqrt(X),G))", "mul(mul(W,W),mms(G))", "mul(sqr(W),mms(add(G,X)))",
+    "sub(sqr(W),neg(mms(G)))", "mul(pow(W),mms(G))", "mul(sqr(W),zsn(mms(G)))",
+]
+
+
+def _gp(store: Store, clock: SimpleNamespace) -> None:
+    config = {"evaluation": [{"role": "search", "fidelity": "proxy"}, *_EVAL],
+              "gp": {"population": 12, "iterations": 5, "top_k": 4}}
+    sid = store.create_study(name="prunerzero-gp", kind="gp", model=_MODEL, seed=1,
+                             budget=60, config=config)
+    store.set_study_status(sid, "running")
+    ids: list[int] = []
+    for i in range(24):
+        expr = _EXPRESSIONS[i] if i < 12 else _OFFSPRING[i - 12]
+        origin = "random" if i < 12 else ("mutation" if i % 2 else "crossover")
+        parents = None if i < 12 else [ids[(i * 7) % 12], ids[(i * 5 + 3) % 12]][: 1 + i % 2]
+        spec = {"method": "symbolic", "sparsity": 0.5, "options": {"expression": expr}}
+        cid, created = store.add_candidate(sid, spec, origin=origin, parents=parents,
+                                           generation=0 if i < 12 else 1 + (i - 12) // 6)
+        if not created:
+            continue
+        ids.append(cid)
+        if i >= 22:
+            if i == 22:
+                store.start_candidate(cid, worker="gpu0")
+            continue  # running / pending
+        store.start_candidate(cid, worker="gpu0")
+        if i in (6, 15):
+            store.fail_candidate(cid, error="NaN scores from exp(tanh(W)) in layer 3: the "
+                                 "candidate is recorded as failed", timings={"score": 0.8})
+            continue
+        value = 19.0 + 40.0 * math.exp(-i / 6.0) + 3.0 * ((i * 37) % 11) / 11.0
+        metrics = [_ppl(value, "search", fidelity="proxy", seqlen=128, n=8)]
+        if i in (1, 13, 19):  # finalists re-evaluated at full fidelity
+            metrics += [_ppl(value * 1.08, "in_domain"),
+                        _ppl(value * 2.6, "out_of_domain", dataset="shakespeare",
+                             split="hamlet")]
+        store.finish_candidate(cid, metrics=metrics,
+                               timings={"score": 0.6, "prune": 2.1, "eval": 1.4, "total": 4.1})
+        if i % 6 == 5:
+            store.add_event(sid, f"generation {i // 6}: best search ppl {value:.2f}",
+                            progress=(i + 1) / 60)
+    store.add_event(sid, "low memory headroom on gpu0 (7.1 GiB free)", level="warning")
+
+
+def _structured(store: Store, clock: SimpleNamespace) -> None:
+    sid = store.create_study(name="llm-pruner-gbdt", kind="predictor", model=_MODEL, seed=2,
+                             budget=40, config={"evaluation": _EVAL[:1]})
+    store.set_study_status(sid, "running")
+    for i in range(8):
+        attn = [round(0.05 + 0.35 * ((i + j * 3) % 10) / 10, 3) for j in range(30)]
+        mlp = [round(0.10 + 0.30 * ((i * 2 + j) % 7) / 7, 3) for j in range(30)]
+        spec = {"method": "llm-pruner", "ratio": 0.25, "importance": "taylor-mix",
+                "layer_ratios": {"attn": attn, "mlp": mlp}, "layers": [3, 27]}
+        cid, _ = store.add_candidate(sid, spec, origin="predictor" if i > 3 else "random",
+                                     generation=i // 4)
+        store.start_candidate(cid, worker="gpu0")
+        store.finish_candidate(cid, metrics=[
+            _ppl(31.0 + 3 * ((i * 5) % 7), "in_domain"),
+            {"name": "params", "value": 1.02e8 - i * 1.3e6, "role": "efficiency"},
+        ], timings={"prune": 20.5, "eval": 6.0, "total": 26.5})
+    store.request_cancel(sid, "cancelled from the CLI by demo@host")
+    store.add_event(sid, "cancel requested: stopping after the current candidate",
+                    level="warning")
+    store.set_study_status(sid, "cancelled")
+
+
+def build_demo_store(path: str | os.PathLike[str]) -> Path:
+    """Write the demo store at ``path`` (which must not exist yet); return its path."""
+    p = Path(path)
+    if p.exists():
+        raise FileExistsError(f"{p} exists; the demo store is only written to a new file")
+    with fixed_clock() as clock, open_store(p) as store:
+        _grid(store, clock)
+        _gp(store, clock)
+        _structured(store, clock)
+        store.create_study(name="adapruner-tpe", kind="tpe", model=_MODEL, seed=3,
+                           budget=150, config={"evaluation": _EVAL})
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover
+    target = build_demo_store(sys.argv[1] if len(sys.argv) > 1 else "demo.db")
+    print(f"demo store written to {target}")

@@ -1,0 +1,69 @@
+"""Messages that thread workers post back to the screens (small dataclasses, as in Toolong)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+from .machine import MachineSnapshot
+from .model import BestMetric, CandRow, MetricColumn, StudySummary
+
+__all__ = [
+    "CancelRequested",
+    "CandidateLoaded",
+    "MachineSampled",
+    "PollFailed",
+    "StudiesPolled",
+    "StudyPolled",
+]
+
+
+@dataclass
+class StudiesPolled(Message):
+    """Studies that changed since the last poll, with their best primary metric."""
+
+    studies: list[StudySummary]
+    best: dict[int, BestMetric]
+
+
+@dataclass
+class StudyPolled(Message):
+    """What changed in one study: its row, candidates, metric columns seen, new events."""
+
+    study_id: int
+    study: dict[str, Any] | None  # the study row (without counts) when it changed
+    rows: list[CandRow]
+    columns: list[MetricColumn]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    more: bool = False  # a first load still in progress: more rows are coming
+    loaded: int = 0  # rows read so far by this feed
+
+
+@dataclass
+class CandidateLoaded(Message):
+    """The full record of one candidate (spec, metrics with protocol, timings, info)."""
+
+    candidate: dict[str, Any]
+
+
+@dataclass
+class MachineSampled(Message):
+    snapshot: MachineSnapshot
+
+
+@dataclass
+class PollFailed(Message):
+    """A read failed (e.g. the store was locked or removed); the next poll retries."""
+
+    error: str
+
+
+@dataclass
+class CancelRequested(Message):
+    """Result of writing a cancel request for a study."""
+
+    study_id: int
+    ok: bool
+    text: str
