@@ -105,6 +105,12 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                 progress: Callable[[int, int], None] | None = None) -> PruneResult:
     """Prune `lm.model` in place as `spec` says; mark touched layers dirty on `snapshot`."""
     method = get_method(spec.method)
+    if method.structured:
+        raise ValueError(
+            f"method {spec.method!r} changes the model's shapes and cannot prune in place: use "
+            "prunestudio.engine.structured.prune_structured(lm, spec, stats), which returns a "
+            "pruned copy and leaves the model intact"
+        )
     options = method.validate_options(spec.options)
     result = PruneResult()
     if spec.method == "dense":

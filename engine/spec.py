@@ -100,8 +100,21 @@ class CandidateSpec(BaseModel):
 
         method = get_method(self.method)  # unknown method -> clear error listing the registry
         # stored validated, defaults filled in: {} and {'scope': 'matrix'} are one candidate
-        object.__setattr__(self, "options",
-                           method.validate_options(self.options).model_dump(mode="json"))
+        opts = method.validate_options(self.options)
+        object.__setattr__(self, "options", opts.model_dump(mode="json"))
+        if method.structured:
+            if self.pattern.kind != "unstructured" or self.layer_ratios != "uniform":
+                raise ValueError(
+                    f"method {self.method!r} removes whole heads and channels: it takes no N:M "
+                    "pattern and no layer_ratios (give per-block ratios in its options)"
+                )
+            if method.sparsity_from_options(opts):
+                if self.sparsity != 0:
+                    raise ValueError(
+                        f"method {self.method!r}: give either sparsity or per-block ratios "
+                        "(attention_ratios / mlp_ratios) in options, not both"
+                    )
+                return self
         if self.method == "dense":
             if self.sparsity != 0 or self.pattern.kind != "unstructured":
                 raise ValueError("method 'dense' takes no sparsity or pattern")
@@ -136,6 +149,10 @@ class CandidateSpec(BaseModel):
             return "dense"
         from prunestudio.engine.methods import get_method
 
+        method = get_method(self.method)
+        custom = method.spec_label(self.sparsity, method.validate_options(self.options))
+        if custom is not None:
+            return custom
         parts = [self.method]
         scope = getattr(get_method(self.method).validate_options(self.options), "scope", None)
         if scope:

@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tui", help="watch and steer studies live in the terminal")
     p.add_argument("store", nargs="?", default=None, metavar="STORE",
                    help="SQLite store (default: $PRUNESTUDIO_STORE or ./prunestudio.db)")
+    p.add_argument("--study", default=None, metavar="STUDY",
+                   help="open this study (id or name) directly")
+    p.add_argument("--interval", type=float, default=None, metavar="SECONDS",
+                   help="polling interval (default 1 s)")
     p.set_defaults(handler="prunestudio.tui:cmd_tui")
     return parser
 

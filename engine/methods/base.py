@@ -44,6 +44,9 @@ class PruningMethod:
     needs_hessian: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False
     options_model: ClassVar[type[MethodOptions]] = MethodOptions
+    # Structured methods change shapes: they run through prunestudio.engine.structured, not
+    # through prune_model / WeightSnapshot.
+    structured: ClassVar[bool] = False
 
     @property
     def needs_calibration(self) -> bool:
@@ -57,6 +60,15 @@ class PruningMethod:
         """
         flags = (("x", self.needs_x), ("hessian", self.needs_hessian), ("grad", self.needs_grad))
         return frozenset(name for name, flag in flags if flag)
+
+    def sparsity_from_options(self, options: MethodOptions) -> bool:
+        """True when these options fix the amount pruned themselves (per-layer ratios), so
+        the spec's sparsity must be 0."""
+        return False
+
+    def spec_label(self, sparsity: float, options: MethodOptions) -> str | None:
+        """A method-specific candidate label, or None for the generic one."""
+        return None
 
     def validate_options(self, options: dict) -> MethodOptions:
         try:
