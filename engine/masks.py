@@ -27,35 +27,50 @@ def check_finite(score: torch.Tensor, where: str) -> None:
         )
 
 
-def mask_per_row(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+TIES = ("index", "topk")
+
+
+def lowest(score: torch.Tensor, k: int, dim: int, ties: str = "index") -> torch.Tensor:
+    """Indices of the k lowest scores along `dim`.
+
+    ties="index": a stable sort, equal scores pruned lowest index first — the same mask on
+    every device. ties="topk": `torch.topk(largest=False)` as the reference Wanda code does;
+    its order among equal scores is the kernel's (device-dependent). Scores with many exact
+    ties (magnitude of quantized weights) give measurably different masks under the two.
+    """
+    if ties == "topk":
+        return torch.topk(score, k, dim=dim, largest=False).indices
+    if ties != "index":
+        raise ValueError(f"ties must be one of {', '.join(TIES)}; got {ties!r}")
+    return torch.sort(score, dim=dim, stable=True).indices.narrow(dim, 0, k)
+
+
+def mask_per_row(score: torch.Tensor, sparsity: float, ties: str = "index") -> torch.Tensor:
     """Prune the lowest `sparsity` fraction of each output row (Wanda's comparison group)."""
     k = n_to_prune(score.shape[1], sparsity)
     mask = torch.zeros_like(score, dtype=torch.bool)
     if k > 0:
-        idx = torch.sort(score, dim=1, stable=True).indices[:, :k]
-        mask.scatter_(1, idx, True)
+        mask.scatter_(1, lowest(score, k, 1, ties), True)
     return mask
 
 
-def mask_per_matrix(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+def mask_per_matrix(score: torch.Tensor, sparsity: float, ties: str = "index") -> torch.Tensor:
     """Prune the lowest `sparsity` fraction of the whole matrix (one threshold per matrix)."""
     k = n_to_prune(score.numel(), sparsity)
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     if k > 0:
-        idx = torch.sort(score.reshape(-1), stable=True).indices[:k]
-        mask[idx] = True
+        mask[lowest(score.reshape(-1), k, 0, ties)] = True
     return mask.reshape(score.shape)
 
 
-def mask_n_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+def mask_n_m(score: torch.Tensor, n: int, m: int, ties: str = "index") -> torch.Tensor:
     """N:M: in every group of M consecutive input columns of a row, prune the N lowest."""
     out_f, in_f = score.shape
     if in_f % m:
         raise ValueError(f"N:M pattern {n}:{m}: M={m} does not divide the input width {in_f}")
     groups = score.reshape(out_f, in_f // m, m)
-    idx = torch.sort(groups, dim=2, stable=True).indices[:, :, :n]
     mask = torch.zeros_like(groups, dtype=torch.bool)
-    mask.scatter_(2, idx, True)
+    mask.scatter_(2, lowest(groups, n, 2, ties), True)
     return mask.reshape(out_f, in_f)
 
 

@@ -154,9 +154,12 @@ class CandidateSpec(BaseModel):
         if custom is not None:
             return custom
         parts = [self.method]
-        scope = getattr(get_method(self.method).validate_options(self.options), "scope", None)
+        opts = get_method(self.method).validate_options(self.options)
+        scope = getattr(opts, "scope", None)
         if scope:
             parts[0] += f"[{scope}]"
+        if getattr(opts, "ties", "index") != "index":
+            parts[0] += f"[ties={opts.ties}]"
         parts.append(self.pattern.label if self.pattern.kind == "nm" else f"{self.sparsity:.0%}")
         if self.layer_ratios == "owl":
             parts.append("owl")

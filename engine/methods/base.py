@@ -101,11 +101,12 @@ class ScoreMethod(PruningMethod):
              options: MethodOptions) -> torch.Tensor:
         score = self.score(lin.weight.float(), inputs, options)
         check_finite(score, f"{self.name} score of {lin.name}")
+        ties = getattr(options, "ties", "index")
         if target.nm is not None:
-            return mask_n_m(score, *target.nm)
+            return mask_n_m(score, *target.nm, ties=ties)
         if self.scope(options) == "matrix":
-            return mask_per_matrix(score, target.sparsity)
-        return mask_per_row(score, target.sparsity)
+            return mask_per_matrix(score, target.sparsity, ties=ties)
+        return mask_per_row(score, target.sparsity, ties=ties)
 
     @torch.no_grad()
     def prune_layer(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,

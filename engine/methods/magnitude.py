@@ -12,6 +12,10 @@ from prunestudio.engine.methods.base import LayerInputs, MethodOptions, ScoreMet
 
 class MagnitudeOptions(MethodOptions):
     scope: Literal["matrix", "row"] = "matrix"
+    # Quantized weights (the default model is Q4_1) have many equal |W| in a row; which of them
+    # is pruned changes PPL by several % (see engine.masks.lowest). "topk" reproduces the
+    # reference code's choice on CPU.
+    ties: Literal["index", "topk"] = "index"
 
 
 class Magnitude(ScoreMethod):

@@ -53,7 +53,7 @@ def test_scope_is_named_in_the_spec_and_defaults_to_matrix():
     row = CandidateSpec(method="magnitude", sparsity=0.5, options={"scope": "row"})
     assert default.label == matrix.label == "magnitude[matrix] 50%"
     assert row.label == "magnitude[row] 50%"
-    assert default.canonical()["options"] == {"scope": "matrix"}
+    assert default.canonical()["options"] == {"scope": "matrix", "ties": "index"}
     assert default.hash() == matrix.hash() != row.hash()  # duplicates are recognised
 
     lm_a, lm_b = make_lm("llama", seed=7), make_lm("llama", seed=7)
@@ -67,3 +67,25 @@ def test_scope_is_named_in_the_spec_and_defaults_to_matrix():
 def test_unknown_scope_lists_the_allowed_values():
     with pytest.raises(ValueError, match=r"invalid options for method 'magnitude'.*'matrix' or 'row'"):
         CandidateSpec(method="magnitude", sparsity=0.5, options={"scope": "column"})
+
+
+def test_tie_breaking_is_named_and_only_changes_which_equal_weights_go():
+    from prunestudio.engine.masks import mask_n_m, mask_per_row
+
+    # quantized-like weights: 4 distinct magnitudes, so most comparisons are ties
+    score = torch.tensor([[1.0, 2.0, 1.0, 2.0, 2.0, 3.0, 2.0, 4.0]] * 3)
+    by_index = mask_per_row(score, 0.5, ties="index")  # two of the four 2.0s: the first two
+    assert by_index[0].tolist() == [True, True, True, True, False, False, False, False]
+    by_topk = mask_per_row(score, 0.5, ties="topk")
+    expected = torch.zeros_like(by_topk)
+    expected.scatter_(1, torch.topk(score, 4, dim=1, largest=False).indices, True)
+    assert torch.equal(by_topk, expected)
+    for mask in (by_index, by_topk):  # either way: exactly the 4 smallest values per row
+        assert mask.sum(1).tolist() == [4, 4, 4]
+        assert sorted(score[0][mask[0]].tolist()) == [1.0, 1.0, 2.0, 2.0]
+    nm = mask_n_m(score, 2, 4, ties="index")
+    assert nm[0].tolist() == [True, False, True, False, True, False, True, False]
+    with pytest.raises(ValueError, match="ties must be one of index, topk"):
+        mask_per_row(score, 0.5, ties="random")
+    spec = CandidateSpec(method="magnitude", sparsity=0.5, options={"scope": "row", "ties": "topk"})
+    assert spec.label == "magnitude[row][ties=topk] 50%"
