@@ -80,22 +80,76 @@ def _split_list(text: str, what: str) -> list[str]:
     return items
 
 
+def _metric_expressions(args: argparse.Namespace) -> list[str]:
+    """Canonical texts of --metric and --metric-from; a malformed one is a ConfigError with the
+    parser's message (position and what was expected)."""
+    from prunestudio.engine.symbolic import ExpressionError, parse, to_text
+
+    out = []
+    for text in getattr(args, "metric", None) or []:
+        try:
+            out.append(to_text(parse(text)))
+        except ExpressionError as exc:
+            raise ConfigError(f"--metric {text!r}: {exc}") from None
+    if getattr(args, "metric_from", None):
+        expression, note = best_metric_of_study(args.store, args.metric_from)
+        print(f"prunestudio prune: --metric-from {args.metric_from}: {note}", file=sys.stderr)
+        out.append(expression)
+    return list(dict.fromkeys(out))
+
+
+def best_metric_of_study(store_path: str, study_key: str) -> tuple[str, str]:
+    """The expression of the best symbolic candidate of a study: lowest search-split PPL (the
+    search's own choice, no held-out text involved); for a study without a search split, the
+    lowest PPL of its first evaluation role. Returns (expression, a note saying which)."""
+    with open_store(store_path, readonly=True) as store:
+        study = store.get_study(study_key)
+        cands = store.candidates(study["id"], with_metrics=True)
+    roles = [e["role"] for e in (study.get("config") or {}).get("evaluation", [])]
+    best = None
+    for role in ("search", *roles[:1]):
+        scored = [
+            (m["value"], c["idx"], c) for c in cands
+            if c["spec"].get("method") == "symbolic" and c["status"] in ("done", "skipped")
+            for m in c["metrics"] if m["name"] == "ppl" and m["role"] == role
+        ]
+        if scored:
+            value, _, cand = min(scored, key=lambda t: (t[0], t[1]))
+            best = (cand["spec"]["options"]["expression"],
+                    f"candidate {cand['id']} of study {study['name']}, {role} PPL {value:.3f}")
+            break
+    if best is None:
+        raise ConfigError(f"study {study['name']} has no evaluated symbolic metric to reuse "
+                          "(run a gp or random study first)")
+    expression, note = best
+    return expression, f"{expression} ({note})"
+
+
 def prune_config(args: argparse.Namespace) -> StudyConfig:
-    """The study `prunestudio prune` runs: the default study's text, the flags' grid."""
+    """The study `prunestudio prune` runs: the default study's text, the flags' grid, plus one
+    symbolic candidate per --metric expression at every sparsity and pattern."""
     data = load_config(None).to_dict()
     _override_model(data, args)
     try:
         sparsities = [float(s) for s in _split_list(args.sparsities, "sparsities")]
     except ValueError:
         raise ConfigError(f"--sparsities must be numbers in [0, 1); got {args.sparsities!r}") from None
+    expressions = _metric_expressions(args)
+    methods_text = getattr(args, "methods", None)
+    if methods_text is None:
+        methods_text = "" if expressions else "wanda"
+    methods = _split_list(methods_text, "methods") if methods_text else []
+    patterns = _split_list(args.patterns, "patterns")
     data["grid"] = {
-        "methods": _split_list(args.methods, "methods"),
+        "methods": methods,
         "sparsities": sparsities,
-        "patterns": _split_list(args.patterns, "patterns"),
+        "patterns": patterns,
         "layer_ratios": args.layer_ratios,
         "include_dense": not args.no_dense,
     }
-    data["candidates"] = []
+    data["candidates"] = _metric_candidates(expressions, sparsities, patterns, args)
+    if data["candidates"] and not methods and not args.no_dense:
+        data["candidates"].insert(0, {"method": "dense"})
     data["study"]["name"] = args.name
     if args.calib:
         data["calibration"] = {**data["calibration"], **parse_key_values(args.calib, "--calib")}
@@ -112,6 +166,28 @@ def prune_config(args: argparse.Namespace) -> StudyConfig:
     if args.option:
         config = _with_options(config, args.option)
     return config
+
+
+def _metric_candidates(expressions: list[str], sparsities: list[float], patterns: list[str],
+                       args: argparse.Namespace) -> list[dict[str, Any]]:
+    from prunestudio.engine.spec import Pattern
+
+    out = []
+    for expression in expressions:
+        for text in patterns:
+            try:
+                pattern = Pattern.parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"--patterns: {exc}") from None
+            nm = pattern.kind == "nm"
+            for s in [pattern.sparsity] if nm else sparsities:
+                out.append({
+                    "method": "symbolic", "sparsity": s, "pattern": pattern.model_dump(),
+                    "layer_ratios": "uniform" if nm else args.layer_ratios,
+                    "calibration": {"mode": getattr(args, "metric_calibration", "sequential")},
+                    "options": {"expression": expression},
+                })
+    return out
 
 
 def _with_options(config: StudyConfig, options: list[str]) -> StudyConfig:

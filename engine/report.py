@@ -60,21 +60,183 @@ def sorted_candidates(cands: list[dict[str, Any]], role: str) -> list[dict[str, 
     return sorted(cands, key=key)
 
 
+SEARCH_KINDS = ("gp", "random")
+SEARCH_ROLE = "search"
+
+
 def study_payload(store: Store, study_key: int | str) -> dict[str, Any]:
-    """The study and every candidate with spec, status, timings and metrics (with protocol)."""
+    """The study and every candidate with spec, status, timings and metrics (with protocol);
+    searches add generation, parents, info (expression, equivalence links) and a summary."""
     study = store.get_study(study_key)
     cands = store.candidates(study["id"], with_metrics=True)
-    return {
+    out = {
         "study": {k: study.get(k) for k in ("id", "name", "kind", "model", "status", "seed",
                                             "budget", "created_at", "started_at",
                                             "finished_at", "error", "config")},
         "candidates": [
             {"id": c["id"], "idx": c["idx"], "label": _label(c), "spec": c["spec"],
              "spec_hash": c["spec_hash"], "origin": c["origin"], "status": c["status"],
+             "generation": c["generation"], "parents": c["parents"], "info": c["info"],
              "error": c["error"], "timings": c["timings"], "metrics": c["metrics"]}
             for c in cands
         ],
     }
+    if study["kind"] in SEARCH_KINDS:
+        out["search"] = search_summary(study, cands)
+    return out
+
+
+# ---------------------------------------------------------------- searches (gp / random)
+
+
+def _fitness(c: dict[str, Any]) -> float | None:
+    m = ppl_metrics(c).get(SEARCH_ROLE)
+    return m["value"] if m else None
+
+
+def _is_search_candidate(c: dict[str, Any]) -> bool:
+    return c.get("generation") is not None and c.get("origin") != "baseline"
+
+
+def search_summary(study: dict[str, Any], cands: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of a search from its records (the same definitions as the engine's
+    `SearchHistory.counts`): real evaluations, fitness reused by mask equivalence, failed,
+    not evaluated, pending; the fraction of evaluations saved, evaluations per minute of
+    candidate time, the best metric by search PPL and the finalists."""
+    counts = {"candidates": 0, "evaluated": 0, "reused": 0, "failed": 0, "skipped": 0,
+              "pending": 0}
+    by_how = {"rank_key": 0, "mask": 0}
+    seconds = 0.0
+    for c in cands:
+        if not _is_search_candidate(c):
+            continue
+        counts["candidates"] += 1
+        info = c.get("info") or {}
+        if c["status"] == "done" and _fitness(c) is not None:
+            counts["evaluated"] += 1
+        elif info.get("equivalent_to") is not None and _fitness(c) is not None:
+            counts["reused"] += 1
+            how = info.get("equivalence", "mask")
+            by_how[how] = by_how.get(how, 0) + 1
+        elif c["status"] == "failed":
+            counts["failed"] += 1
+        elif c["status"] in ("pending", "running"):
+            counts["pending"] += 1
+        else:
+            counts["skipped"] += 1
+        if c.get("started_at") and c.get("finished_at"):
+            seconds += c["finished_at"] - c["started_at"]
+    total = counts["evaluated"] + counts["reused"]
+    scored = [(f, c["idx"], c) for c in cands if _is_search_candidate(c)
+              and (f := _fitness(c)) is not None]
+    best = min(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
+    finalists = sorted(
+        (c for c in cands if any((m.get("protocol") or {}).get("stage") == "finalist"
+                                 for m in c["metrics"])),
+        key=lambda c: min(m["protocol"].get("finalist_rank", 99) for m in c["metrics"]
+                           if (m.get("protocol") or {}).get("stage") == "finalist"))
+    return {
+        **counts,
+        "reused_by": by_how,
+        "saved_fraction": counts["reused"] / total if total else 0.0,
+        "candidate_minutes": seconds / 60,
+        "evaluations_per_minute": counts["evaluated"] / (seconds / 60) if seconds else 0.0,
+        "budget": study.get("budget"),
+        "best": None if best is None else {
+            "id": best["id"], "expression": best["spec"]["options"].get("expression"),
+            "search_ppl": _fitness(best), "generation": best["generation"],
+            "origin": best["origin"]},
+        "finalists": [c["id"] for c in finalists],
+    }
+
+
+def _expression(c: dict[str, Any]) -> str:
+    spec = c["spec"]
+    if spec.get("method") == "symbolic":
+        return spec["options"].get("expression", "?")
+    return _label(c)
+
+
+def print_search_study(store: Store, study: dict[str, Any], cands: list[dict[str, Any]],
+                       limit: int = 25, file=None) -> None:
+    """A gp / random study: the best candidates by search PPL (proxy) with the held-out PPL
+    (full) of finalists and baselines beside it, and what mask equivalence saved."""
+    from rich.table import Table
+
+    console = _console(file)
+    summary = search_summary(study, cands)
+    roles = [r for r in eval_roles(study, cands) if r != SEARCH_ROLE]
+    finalists = summary["finalists"]
+    rank = {cid: i + 1 for i, cid in enumerate(finalists)}
+
+    def key(c: dict[str, Any]) -> tuple:
+        f = _fitness(c)
+        return (f is None, f if f is not None else 0.0, c["idx"])
+
+    ordered = sorted(cands, key=key)
+    if limit > 0:
+        keep = {c["id"] for c in ordered[:limit]} | set(finalists) | {
+            c["id"] for c in cands if c["origin"] == "baseline"}
+        shown = [c for c in ordered if c["id"] in keep]
+    else:
+        shown = ordered
+    table = Table(title=f"study {study['name']} (id {study['id']}) — {study['kind']} search on "
+                  f"{study['model']}, seed {study['seed']} — {study['status']}",
+                  title_justify="left")
+    for col, justify in (("id", "right"), ("gen", "right"), ("origin", "left"),
+                         ("parents", "left"), ("expression", "left"), ("status", "left"),
+                         ("PPL search (proxy)", "right")):
+        table.add_column(col, justify=justify, overflow="fold" if col == "expression" else None)
+    for r in roles:
+        table.add_column(f"PPL {r} (held-out)" if r == roles[0] else f"PPL {r}", justify="right")
+    table.add_column("final", justify="right")
+    table.add_column("≡ (reused from)", justify="right")
+    for c in shown:
+        info = c.get("info") or {}
+        ppl = ppl_metrics(c)
+        status = c["status"]
+        if info.get("equivalent_to") is not None:
+            status = "reused"
+        row = [str(c["id"]), "" if c["generation"] is None else str(c["generation"]),
+               c["origin"], ",".join(map(str, c.get("parents") or [])) or "",
+               _expression(c), status, _fmt(_fitness(c))]
+        row += [_fmt(ppl[r]["value"]) if r in ppl else "" for r in roles]
+        row.append(str(rank[c["id"]]) if c["id"] in rank else "")
+        eq = info.get("equivalent_to")
+        row.append("" if eq is None else f"{eq} ({info.get('equivalence', 'mask')})")
+        style = ("red" if c["status"] == "failed" else "bold" if c["id"] in rank else
+                 "dim" if eq is not None else None)
+        table.add_row(*row, style=style)
+    console.print(table)
+    if limit > 0 and len(shown) < len(cands):
+        console.print(f"  {len(cands) - len(shown)} more candidates: `--limit 0` shows all",
+                      highlight=False)
+    s = summary
+    console.print(
+        f"  search: {s['evaluated']} real evaluations (budget {s['budget']}), {s['reused']} "
+        f"fitness values reused by mask equivalence ({s['reused_by'].get('rank_key', 0)} by rank "
+        f"key, {s['reused_by'].get('mask', 0)} by identical pruned weights) = "
+        f"{s['saved_fraction']:.1%} of evaluations saved; {s['failed']} failed, "
+        f"{s['skipped']} not evaluated, {s['pending']} pending; "
+        f"{s['evaluations_per_minute']:.2f} real evaluations per minute of candidate time",
+        highlight=False)
+    if s["best"]:
+        b = s["best"]
+        console.print(f"  best by search PPL: {b['expression']} (candidate {b['id']}, "
+                      f"generation {b['generation']}, {b['origin']}): {_fmt(b['search_ppl'])}",
+                      highlight=False)
+    for r in [SEARCH_ROLE, *roles]:
+        sample = next((ppl_metrics(c)[r] for c in cands if r in ppl_metrics(c)), None)
+        if sample:
+            console.print(f"  PPL {r}: {_protocol_line(sample)}", highlight=False)
+    failed = [c for c in cands if c["status"] == "failed"]
+    for c in failed[:5]:
+        console.print(f"  [red]candidate {c['id']} ({_expression(c)}) failed:[/red] "
+                      f"{(c['error'] or '').splitlines()[0]}", highlight=False)
+    if len(failed) > 5:
+        console.print(f"  … {len(failed) - 5} more failed candidates", highlight=False)
+    if study.get("error"):
+        console.print(f"  study {study['status']}: {study['error'].splitlines()[0]}")
 
 
 def _fmt(value: float | None) -> str:
@@ -91,12 +253,15 @@ def _protocol_line(m: dict[str, Any]) -> str:
 
 
 def print_study(store: Store, study_key: int | str, sort_role: str | None = None,
-                file=None) -> None:
+                file=None, limit: int = 25) -> None:
     from rich.table import Table
 
     console = _console(file)
     study = store.get_study(study_key)
     cands = store.candidates(study["id"], with_metrics=True)
+    if study["kind"] in SEARCH_KINDS and sort_role is None:
+        print_search_study(store, study, cands, limit=limit, file=file)
+        return
     roles = eval_roles(study, cands)
     role = sort_role or (roles[0] if roles else None)
     if sort_role and sort_role not in roles:
@@ -181,5 +346,5 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(study_payload(store, args.study), indent=2))
         else:
-            print_study(store, args.study, args.sort)
+            print_study(store, args.study, args.sort, limit=getattr(args, "limit", 25))
     return 0

@@ -245,14 +245,30 @@ class StudyRunner:
 
 
 def start_study(store: Store, config: StudyConfig, name: str | None = None) -> int:
-    """Record a new study for `config`; return its id."""
-    specs = config.candidate_specs()
-    if not specs:
-        raise ValueError("the study has no candidates: give grid.methods or [[candidates]]")
+    """Record a new study for `config`; return its id.
+
+    The budget is the number of candidates of a grid study, the number of real fitness
+    evaluations of a search (gp / random)."""
+    if config.is_search:
+        budget = config.search.real_budget
+    else:
+        budget = len(config.candidate_specs())
+        if not budget:
+            raise ValueError("the study has no candidates: give grid.methods or [[candidates]]")
     return store.create_study(
         name=name or config.study.name, kind=config.study.kind, model=config.model.source,
-        config=config.to_dict(), seed=config.study.seed, budget=len(specs),
+        config=config.to_dict(), seed=config.study.seed, budget=budget,
     )
+
+
+def make_runner(store: Store, study_id: int, config: StudyConfig,
+                reporter: Reporter | None = None, lm: LoadedModel | None = None):
+    """The runner of the study's kind: `StudyRunner` (grid) or `SearchRunner` (gp, random)."""
+    if config.is_search:
+        from prunestudio.engine.search.runner import SearchRunner
+
+        return SearchRunner(store, study_id, config, reporter, lm)
+    return StudyRunner(store, study_id, config, reporter, lm)
 
 
 def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
@@ -272,5 +288,5 @@ def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str |
             if config is None:
                 raise ValueError("run_study needs a config or a study to resume")
             study_id = start_study(store, config, name)
-        runner = StudyRunner(store, study_id, config, reporter, lm)
+        runner = make_runner(store, study_id, config, reporter, lm)
         return study_id, runner.run()

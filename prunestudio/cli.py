@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a study from a TOML file (no file: the default study)",
                        description="Run a study described by CONFIG.toml. Without CONFIG, the "
                        "default study: dense + magnitude / Wanda / SparseGPT / GBLM at 50%% "
-                       "unstructured and 2:4 on the embedded SmolLM2-135M (offline).")
+                       "unstructured and 2:4 on the embedded SmolLM2-135M (offline). A config "
+                       "with study.kind = \"gp\" or \"random\" runs a search over symbolic "
+                       "metrics (see configs/gp-smollm2.toml).")
     p.add_argument("config", nargs="?", default=None, metavar="CONFIG.toml")
     p.add_argument("--name", default=None, help="study name (unique in the store)")
     p.add_argument("--resume", default=None, metavar="STUDY",
@@ -60,8 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "given.")
     p.add_argument("--model", default="default",
                    help="'default' (embedded SmolLM2-135M), a hub id, a folder or a .gguf file")
-    p.add_argument("--methods", default="wanda",
-                   help="comma-separated; see `prunestudio methods` (default: wanda)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated; see `prunestudio methods` (default: wanda, or none "
+                   "when --metric / --metric-from is given)")
+    p.add_argument("--metric", action="append", default=[], metavar="EXPR",
+                   help="a symbolic metric over W (|W|), G (gradients), X (input norms), e.g. "
+                   "\"mul(sqr(W),mms(G))\" (repeatable); pruned at every sparsity and pattern")
+    p.add_argument("--metric-from", default=None, metavar="STUDY",
+                   help="the best metric (lowest search-split PPL) of a gp / random study in "
+                   "--store, applied to this model, sparsities and patterns")
+    p.add_argument("--metric-calibration", default="sequential",
+                   choices=["sequential", "dense"],
+                   help="statistics for --metric candidates: sequential (the papers' protocol, "
+                   "default) or dense (the dense model's, as a search prunes)")
     p.add_argument("--sparsities", default="0.5", help="comma-separated, each in [0, 1)")
     p.add_argument("--patterns", default="unstructured",
                    help="comma-separated: unstructured, 2:4, 4:8, any N:M with N < M")
@@ -88,10 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     _json_arg(p)
     p.set_defaults(handler="prunestudio.engine.report:cmd_studies")
 
-    p = sub.add_parser("show", help="a study's results, sorted by held-out perplexity")
+    p = sub.add_parser("show", help="a study's results, sorted by held-out perplexity",
+                       description="A study's candidates with their perplexities. For gp / "
+                       "random searches: expression, generation, origin, search-split PPL "
+                       "(proxy) beside held-out PPL (full) of the finalists, and how many "
+                       "evaluations mask equivalence saved.")
     p.add_argument("study", metavar="STUDY", help="study id or name")
     p.add_argument("--sort", default=None, metavar="ROLE",
-                   help="sort by the PPL of this evaluation role (default: the first one)")
+                   help="sort by the PPL of this evaluation role (default: the first one; "
+                   "searches: the search split)")
+    p.add_argument("--limit", type=int, default=25, metavar="N",
+                   help="searches: show the N best candidates by search PPL, plus baselines "
+                   "and finalists (0: all)")
     _store_arg(p)
     _json_arg(p)
     p.set_defaults(handler="prunestudio.engine.report:cmd_show")

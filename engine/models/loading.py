@@ -149,6 +149,17 @@ def _load_gguf(folder: str, filename: str, dtype: torch.dtype):
     return model, tok
 
 
+def _needs_structured_loader(folder: Path) -> bool:
+    """A structurally pruned export whose per-layer widths its config cannot express."""
+    import json
+
+    try:
+        entry = json.loads((folder / "config.json").read_text()).get("prunestudio_structured")
+    except (OSError, ValueError):
+        return False
+    return bool(entry) and not entry.get("plain_from_pretrained", True)
+
+
 def _load_pretrained(source: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -158,6 +169,10 @@ def _load_pretrained(source: str, dtype: torch.dtype):
         raise ModelLoadError(f"model directory {source!r} does not exist")
     try:
         tok = AutoTokenizer.from_pretrained(str(local) if looks_local else source)
+        if looks_local and _needs_structured_loader(local):
+            from prunestudio.engine.structured import load_pruned
+
+            return load_pruned(local, dtype=dtype), tok
         model = AutoModelForCausalLM.from_pretrained(str(local) if looks_local else source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(

@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 from prunestudio.engine.data.windows import WindowSpec
 from prunestudio.engine.spec import CandidateSpec, Pattern
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,9 +40,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+StudyKind = Literal["grid", "gp", "random"]
+SEARCH_KINDS = ("gp", "random")
+
+
 class StudySection(_Strict):
     name: str | None = Field(None, description="unique study name; default: <kind>-<id>")
-    kind: Literal["grid"] = "grid"
+    kind: StudyKind = Field("grid", description="grid (methods × sparsities × patterns), gp "
+                            "(Pruner-Zero genetic programming over symbolic metrics) or random "
+                            "(random symbolic metrics, the GP's baseline)")
     seed: int = 0
 
 
@@ -73,6 +86,147 @@ class GridSection(_Strict):
         return v
 
 
+SEARCH_ROLE = "search"  # the role (fidelity proxy) of the fitness metric of a search
+
+
+def _default_search_split() -> WindowSpec:
+    # pydoc tokens [20000, 21024): disjoint from the default calibration [0, 2048) and from the
+    # default in-domain held-out text [40000, 48192)
+    return WindowSpec(source="pydoc", split="all", seqlen=256, n=4, offset=20000)
+
+
+class SearchSection(_Strict):
+    """A search over symbolic metrics (kinds gp and random); the defaults are the paper's.
+
+    Fitness = perplexity on `split` (role "search", fidelity proxy) after pruning with the
+    candidate's expression. `budget` counts real evaluations only: a candidate whose masks equal
+    an evaluated one's reuses that fitness and costs no budget.
+    """
+
+    population: int = Field(50, ge=2, description="population size (paper: 50)")
+    iterations: int = Field(300, ge=0, description="iterations after the initial population "
+                            "(paper: 300); each one proposes `offspring` candidates")
+    offspring: int = Field(2, ge=1, le=64, description="candidates per iteration (a crossover "
+                           "gives two children)")
+    budget: int | None = Field(None, ge=1, description="stop after this many real fitness "
+                               "evaluations (None: population + iterations × offspring)")
+    top_k: int = Field(10, ge=1, description="tournaments draw from the k best (paper: 10)")
+    tournament_size: int = Field(3, ge=1)
+    p_mutation: float = Field(0.5, ge=0, le=1, description="chance that a child is mutated "
+                              "(one node, same arity; paper: 0.5)")
+    init_depth: tuple[int, int] = Field((3, 5), description="depth range of random trees "
+                                        "(ramped half-and-half; paper: 3–5)")
+    max_depth: int = Field(7, ge=1, le=16, description="depth limit of crossover children")
+    leaves: list[Literal["W", "G", "X"]] = Field(default_factory=lambda: ["W", "G", "X"],
+                                                 min_length=1)
+    seed_metrics: list[str] = Field(
+        default_factory=list, description="expressions or known metric names (magnitude, wanda, "
+        "gblm, pruner_zero, pruner_zero_released) added to the initial population, origin seed")
+    sparsity: float = Field(0.5, gt=0, lt=1, description="pruning of every candidate (paper: "
+                            "50% unstructured)")
+    pattern: str = "unstructured"
+    scope: Literal["row", "matrix"] = "row"
+    calibration: Literal["dense", "sequential"] = Field(
+        "dense", description="dense: every candidate prunes from the dense model's statistics "
+        "(computed once; no forward pass per candidate); sequential: the papers' protocol, a "
+        "layer-by-layer forward per candidate (slower)")
+    split: WindowSpec = Field(default_factory=_default_search_split,
+                              description="the search split: fitness windows, disjoint from "
+                              "calibration and from every evaluation set")
+    batch_size: int = Field(4, ge=1)
+    equivalence: Literal["rank_key+mask", "mask", "off"] = Field(
+        "rank_key+mask", description="reuse the fitness of mask-equivalent candidates: "
+        "rank_key+mask tries the symbolic rank key (no pruning) then the hash of the pruned "
+        "weights' zero pattern (no perplexity); mask only the hash; off never")
+    finalists: int = Field(3, ge=0, description="best distinct metrics re-evaluated on the "
+                           "[[evaluation]] sets (fidelity full) after the search")
+    baselines: list[str] = Field(default_factory=list, description="methods (e.g. dense, "
+                                 "wanda) evaluated at the search's settings on the search "
+                                 "split and on the [[evaluation]] sets, for comparison")
+    max_candidates: int | None = Field(None, ge=1, description="safety cap on recorded search "
+                                       "candidates (None: 10 × budget)")
+
+    @field_validator("init_depth")
+    @classmethod
+    def _depths(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not 1 <= lo <= hi:
+            raise ValueError(f"init_depth must be [min, max] with 1 ≤ min ≤ max; got {list(v)}")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        Pattern.parse(v)
+        return v
+
+    @field_validator("leaves")
+    @classmethod
+    def _leaves(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"leaves must be distinct; got {v}")
+        return v
+
+    @field_validator("seed_metrics")
+    @classmethod
+    def _seed_metrics(cls, v: list[str]) -> list[str]:
+        from prunestudio.engine.symbolic import KNOWN_METRICS, parse, to_text
+
+        out = []
+        for i, text in enumerate(v):
+            try:
+                out.append(to_text(parse(KNOWN_METRICS.get(text, text))))
+            except ValueError as exc:
+                raise ValueError(f"seed_metrics[{i}] {text!r} is neither a known metric "
+                                 f"({', '.join(KNOWN_METRICS)}) nor an expression: {exc}") from None
+        return out
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str]) -> list[str]:
+        from prunestudio.engine.methods import get_method
+
+        for name in v:
+            get_method(name)  # unknown method -> error listing the registry
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSection:
+        from prunestudio.engine.symbolic import depth, parse
+
+        if self.init_depth[1] > self.max_depth:
+            raise ValueError(f"init_depth max ({self.init_depth[1]}) exceeds max_depth "
+                             f"({self.max_depth})")
+        for text in self.seed_metrics:
+            if depth(parse(text)) > self.max_depth:
+                raise ValueError(f"seed metric {text} has depth {depth(parse(text))} > "
+                                 f"max_depth {self.max_depth}")
+        return self
+
+    @property
+    def real_budget(self) -> int:
+        return self.budget if self.budget is not None else (
+            self.population + self.iterations * self.offspring)
+
+    @property
+    def candidate_cap(self) -> int:
+        return self.max_candidates if self.max_candidates is not None else 10 * self.real_budget
+
+    def candidate_spec(self, expression: str) -> CandidateSpec:
+        """The spec of a search candidate with this (canonical) expression."""
+        return CandidateSpec(method="symbolic", sparsity=self.sparsity,
+                             pattern=Pattern.parse(self.pattern),
+                             calibration={"mode": self.calibration},
+                             options={"expression": expression, "scope": self.scope})
+
+    def baseline_spec(self, method: str) -> CandidateSpec:
+        if method == "dense":
+            return CandidateSpec(method="dense")
+        return CandidateSpec(method=method, sparsity=self.sparsity,
+                             pattern=Pattern.parse(self.pattern),
+                             calibration={"mode": self.calibration})
+
+
 class StudyConfig(_Strict):
     study: StudySection = StudySection()
     model: ModelSection = ModelSection()
@@ -81,6 +235,7 @@ class StudyConfig(_Strict):
     grid: GridSection = GridSection()
     candidates: list[CandidateSpec] = Field(default_factory=list,
                                             description="explicit extra candidates")
+    search: SearchSection | None = Field(None, description="settings of a gp / random study")
 
     @field_validator("evaluation")
     @classmethod
@@ -88,7 +243,27 @@ class StudyConfig(_Strict):
         roles = [e.role for e in v]
         if len(set(roles)) != len(roles):
             raise ValueError(f"evaluation roles must be unique; got {roles}")
+        if SEARCH_ROLE in roles:
+            raise ValueError(f"evaluation role {SEARCH_ROLE!r} is reserved for the fitness of a "
+                             "search (its windows are [search] split)")
         return v
+
+    @model_validator(mode="after")
+    def _kind_sections(self) -> StudyConfig:
+        if self.is_search:
+            if self.search is None:
+                object.__setattr__(self, "search", SearchSection())
+            if self.grid.methods or self.candidates:
+                raise ValueError(f"a {self.study.kind} study takes no grid.methods or "
+                                 "[[candidates]]: use search.baselines for reference methods")
+        elif self.search is not None:
+            raise ValueError("[search] is for study.kind = 'gp' or 'random'; this study is "
+                             f"kind {self.study.kind!r}")
+        return self
+
+    @property
+    def is_search(self) -> bool:
+        return self.study.kind in SEARCH_KINDS
 
     @property
     def primary_role(self) -> str:
@@ -117,7 +292,10 @@ class StudyConfig(_Strict):
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data.get("search") is None:
+            data.pop("search", None)  # grid studies: the same recorded config as before
+        return data
 
 
 def _format_validation(exc: ValidationError, where: str) -> str:
