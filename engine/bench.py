@@ -153,7 +153,6 @@ def run_bench(config: StudyConfig, specs: list[CandidateSpec], store: Store,
 
 
 def print_bench(r: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     n = len(r["candidates"])
@@ -170,12 +169,14 @@ def print_bench(r: dict[str, Any]) -> None:
                   style="bold")
     table.add_row("candidates / min", f"{r['study_loop']['candidates_per_min']:.2f}",
                   f"{r['naive_loop']['candidates_per_min']:.2f}")
-    console = Console()
+    from prunestudio.engine.report import _console
+
+    console = _console()
     console.print(table)
     console.print(f"throughput ratio (study loop / naive loop, {n} candidates, one-time load and "
-                  f"statistics included): [bold]{r['throughput_ratio']:.2f}×[/bold]")
+                  f"statistics included): {r['throughput_ratio']:.2f}×", style="bold")
     console.print(f"per-candidate ratio (naive candidate / study-loop candidate, steady state): "
-                  f"[bold]{r['per_candidate_ratio']:.2f}×[/bold]")
+                  f"{r['per_candidate_ratio']:.2f}×", style="bold")
     console.print(f"same perplexities in both loops: {r['same_results']}")
 
 

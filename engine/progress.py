@@ -45,7 +45,7 @@ class RichReporter(Reporter):
         )
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)  # labels hold [brackets]
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[ProgressFn]:
