@@ -182,7 +182,8 @@ def print_bench(r: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = bench_config(args.model, args.eval_windows, args.device, args.dtype)
-    specs = [CandidateSpec(method=m.strip(), sparsity=0.5)
+    specs = [CandidateSpec(method=m.strip(), sparsity=0.5,
+                           calibration={"mode": args.calibration})
              for m in args.methods.split(",") if m.strip()]
     if not specs:
         raise ValueError("--methods is empty")

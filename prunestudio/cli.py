@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default")
     p.add_argument("--methods", default="wanda,magnitude,gblm",
                    help="candidates of the bench, one per method at 50%% unstructured")
+    p.add_argument("--calibration", default="sequential", choices=["sequential", "dense"],
+                   help="sequential: the papers' protocol (block inputs from the pruned blocks "
+                   "before it, recomputed per candidate); dense: statistics of the dense model "
+                   "for every block, computed once (what searches use)")
     p.add_argument("--eval-windows", type=int, default=8,
                    help="evaluation windows (256 tokens of pydoc from token 40,000)")
     _model_args(p)
