@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# before torch loads: OpenMP threads that spin-wait slow a busy small machine by 10×+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 

@@ -12,7 +12,7 @@ shrink, config), run (prune_structured), export (save / load).
 
 from prunestudio.engine.structured.export import ExportInfo, export_pruned, load_pruned
 from prunestudio.engine.structured.groups import StructureError
-from prunestudio.engine.structured.run import StructuredInfo, prune_structured
+from prunestudio.engine.structured.run import StructuredInfo, is_structured, prune_structured
 
-__all__ = ["ExportInfo", "StructureError", "StructuredInfo", "export_pruned", "load_pruned",
-           "prune_structured"]
+__all__ = ["ExportInfo", "StructureError", "StructuredInfo", "export_pruned", "is_structured",
+           "load_pruned", "prune_structured"]

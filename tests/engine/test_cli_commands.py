@@ -59,7 +59,8 @@ def test_prune_json_lists_candidates_with_spec_status_and_protocol(tmp_path, tin
     assert {(s["method"], s["pattern"]["kind"]) for s in specs} == {
         ("dense", "unstructured"), ("wanda", "unstructured"), ("wanda", "nm"),
         ("magnitude", "unstructured"), ("magnitude", "nm")}
-    assert all(s["options"] == {"scope": "row"} for s in specs if s["method"] == "magnitude")
+    assert all(s["options"] == {"scope": "row", "ties": "index"}
+               for s in specs if s["method"] == "magnitude")
     ppl = [m for m in cands[1]["metrics"] if m["name"] == "ppl"]
     assert {(m["role"], m["dataset"], m["seqlen"], m["n_samples"], m["fidelity"]) for m in ppl} == {
         ("in_domain", "pydoc", 64, 2, "full"), ("out_of_domain", "shakespeare", 64, 2, "full")}
