@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -236,56 +235,84 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-    from prunestudio.engine.evaluate.perplexity import perplexity
-    from prunestudio.engine.models.loading import detach_gguf_quantizer
-    from prunestudio.engine.pruning import prune_model
+def _candidate_context(args: argparse.Namespace, reporter: Reporter):
+    """(candidate, study, StudyContext) for a recorded candidate: its study's model, loaded
+    fresh, with the study's calibration and evaluation windows."""
     from prunestudio.engine.runner import prepare
-    from prunestudio.engine.spec import CandidateSpec
 
-    out = Path(args.directory)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise ConfigError(f"{out} is not empty; choose another DIR or pass --force")
     with open_store(args.store, readonly=True) as store:
         cand = store.candidate(args.candidate)
         study = store.get_study(cand["study_id"])
     config = parse_config(study["config"], f"(study {study['name']})")
-    if args.device or args.dtype:
+    if getattr(args, "device", None) or getattr(args, "dtype", None):
         data = config.to_dict()
         _override_model(data, args)
         config = parse_config(data, f"(study {study['name']})")
-    spec = CandidateSpec.model_validate(cand["spec"])
-    reporter = RichReporter()
-    ctx = prepare(config, reporter)
-    with reporter.task(f"prune {spec.label}", ctx.lm.adapter.num_blocks(ctx.lm.model)) as bar:
-        result = prune_model(ctx.lm, spec, ctx.stats, None, progress=bar)
-    if out.exists() and args.force:
-        shutil.rmtree(out)
-    detach_gguf_quantizer(ctx.lm.model)
-    ctx.lm.model.save_pretrained(out)
-    ctx.lm.tokenizer.save_pretrained(out)
-    card = {"candidate": cand["id"], "study": study["name"], "spec": cand["spec"],
-            "model": study["model"], "realised_sparsity": result.overall_sparsity,
-            "metrics": cand["metrics"]}
-    (out / "prunestudio.json").write_text(json.dumps(card, indent=2))
-    nbytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    with open_store(args.store) as store:
-        store.add_artifact(cand["id"], kind="model", path=str(out.resolve()), bytes=nbytes)
-    print(f"exported candidate {cand['id']} ({spec.label}, sparsity "
-          f"{result.overall_sparsity:.4f}) to {out} ({nbytes / 2**20:.1f} MiB)")
-    if args.verify:
-        from transformers import AutoModelForCausalLM
+    return cand, study, prepare(config, reporter)
 
-        reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=ctx.lm.dtype).to(ctx.lm.device)
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from prunestudio.engine.evaluate.perplexity import perplexity
+    from prunestudio.engine.models.loading import load_model
+    from prunestudio.engine.runner import pruned_model
+    from prunestudio.engine.spec import CandidateSpec
+    from prunestudio.engine.structured.export import export_pruned
+
+    out = Path(args.directory)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"{out} is not empty; choose another DIR or pass --force")
+    reporter = RichReporter()
+    cand, study, ctx = _candidate_context(args, reporter)
+    spec = CandidateSpec.model_validate(cand["spec"])
+    lm, result, structured = pruned_model(ctx, spec, reporter)
+    card = {"candidate": cand["id"], "study": study["name"], "spec": cand["spec"],
+            "model": study["model"], "metrics": cand["metrics"]}
+    if result is not None:
+        card["realised_sparsity"] = result.overall_sparsity
+    if structured is not None:
+        card["structured"] = structured.to_dict()
+    info = export_pruned(lm.model, lm.tokenizer, out, force=args.force, card=card)
+    with open_store(args.store) as store:
+        store.add_artifact(cand["id"], kind="model", path=str(out.resolve()), bytes=info.nbytes)
+    what = (f"sparsity {result.overall_sparsity:.4f}" if result is not None
+            else f"{structured.param_ratio:.1%} of parameters removed")
+    print(f"exported candidate {cand['id']} ({spec.label}, {what}) to {out} "
+          f"({info.nbytes / 2**20:.1f} MiB); load it with:\n{info.how_to_load}")
+    if args.verify:
+        reloaded = load_model(str(out), device=str(ctx.lm.device), dtype=args.dtype or "auto")
         ev = ctx.evaluations[0]
-        got = perplexity(reloaded, ev.windows, ctx.lm.device, ev.batch_size).ppl
+        got = perplexity(reloaded.model, ev.windows, reloaded.device, ev.batch_size).ppl
         recorded = next((m["value"] for m in cand["metrics"]
                          if m["name"] == "ppl" and m["role"] == ev.role), None)
         print(f"verify: reloaded {ev.role} PPL {got:.3f}, recorded {recorded}")
         if recorded is not None and abs(got - recorded) > 1e-3 * recorded:
             print("verify: MISMATCH between exported and recorded perplexity", file=sys.stderr)
             return 1
-        del reloaded
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Task accuracy (lm-eval) of a recorded candidate, re-pruned in memory from its spec."""
+    from prunestudio.engine.evaluate.tasks import evaluate_tasks, resolve_tasks, task_metrics
+    from prunestudio.engine.runner import pruned_model
+    from prunestudio.engine.spec import CandidateSpec
+
+    resolve_tasks(args.tasks)  # unknown task names fail before the model loads
+    reporter = RichReporter()
+    cand, _study, ctx = _candidate_context(args, reporter)
+    spec = CandidateSpec.model_validate(cand["spec"])
+    lm, _, _ = pruned_model(ctx, spec, reporter)
+    reporter.message(f"lm-eval: {args.tasks} on candidate {cand['id']} ({spec.label})")
+    limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+    results = evaluate_tasks(lm.model, lm.tokenizer, args.tasks, limit=limit,
+                             num_fewshot=args.num_fewshot, batch_size=args.batch_size)
+    metrics = task_metrics(results)
+    with open_store(args.store) as store:
+        store.add_metrics(cand["id"], metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for m in metrics:
+            print(f"{m['dataset']:<24} {m['name']:<8} {m['value']:.4f}  (n={m['n_samples']}, "
+                  f"{m['fidelity']})")
     return 0

@@ -20,7 +20,8 @@ def _console(file=None):
     from rich.console import Console
 
     file = file or sys.stdout
-    return Console(file=file, width=None if file.isatty() else 160)
+    # markup off: labels such as "magnitude[matrix] 50%" must print as they are
+    return Console(file=file, width=None if file.isatty() else 160, markup=False)
 
 
 def _label(cand: dict[str, Any]) -> str:
@@ -183,14 +184,18 @@ def print_search_study(store: Store, study: dict[str, Any], cands: list[dict[str
     table = Table(title=f"study {study['name']} (id {study['id']}) — {study['kind']} search on "
                   f"{study['model']}, seed {study['seed']} — {study['status']}",
                   title_justify="left")
+    widest = max((len(_expression(c)) for c in shown), default=10)
     for col, justify in (("id", "right"), ("gen", "right"), ("origin", "left"),
                          ("parents", "left"), ("expression", "left"), ("status", "left"),
-                         ("PPL search (proxy)", "right")):
-        table.add_column(col, justify=justify, overflow="fold" if col == "expression" else None)
+                         ("search PPL", "right")):
+        if col == "expression":
+            table.add_column(col, overflow="fold", min_width=min(widest, 56))
+        else:
+            table.add_column(col, justify=justify)
     for r in roles:
-        table.add_column(f"PPL {r} (held-out)" if r == roles[0] else f"PPL {r}", justify="right")
+        table.add_column(f"{r} PPL", justify="right")
     table.add_column("final", justify="right")
-    table.add_column("≡ (reused from)", justify="right")
+    table.add_column("≡ of", justify="right")
     for c in shown:
         info = c.get("info") or {}
         ppl = ppl_metrics(c)
@@ -208,17 +213,24 @@ def print_search_study(store: Store, study: dict[str, Any], cands: list[dict[str
                  "dim" if eq is not None else None)
         table.add_row(*row, style=style)
     console.print(table)
+    console.print("  search PPL: fitness on the search split (proxy); "
+                  + ", ".join(f"{r} PPL" for r in roles)
+                  + ": held-out text (full), measured for the finalists (final = rank by "
+                  "search PPL) and baselines; ≡ of: mask-equivalent to that candidate (rank key "
+                  "or identical pruned weights), its fitness reused", highlight=False)
     if limit > 0 and len(shown) < len(cands):
         console.print(f"  {len(cands) - len(shown)} more candidates: `--limit 0` shows all",
                       highlight=False)
     s = summary
     console.print(
-        f"  search: {s['evaluated']} real evaluations (budget {s['budget']}), {s['reused']} "
-        f"fitness values reused by mask equivalence ({s['reused_by'].get('rank_key', 0)} by rank "
-        f"key, {s['reused_by'].get('mask', 0)} by identical pruned weights) = "
-        f"{s['saved_fraction']:.1%} of evaluations saved; {s['failed']} failed, "
-        f"{s['skipped']} not evaluated, {s['pending']} pending; "
+        f"  search: {s['evaluated']} real evaluations (budget {s['budget']}), {s['failed']} "
+        f"failed, {s['skipped']} not evaluated, {s['pending']} pending; "
         f"{s['evaluations_per_minute']:.2f} real evaluations per minute of candidate time",
+        highlight=False)
+    console.print(
+        f"  mask equivalence: {s['reused']} fitness value(s) reused "
+        f"({s['reused_by'].get('rank_key', 0)} by rank key, {s['reused_by'].get('mask', 0)} by "
+        f"identical pruned weights) = {s['saved_fraction']:.1%} of evaluations saved",
         highlight=False)
     if s["best"]:
         b = s["best"]
@@ -231,8 +243,8 @@ def print_search_study(store: Store, study: dict[str, Any], cands: list[dict[str
             console.print(f"  PPL {r}: {_protocol_line(sample)}", highlight=False)
     failed = [c for c in cands if c["status"] == "failed"]
     for c in failed[:5]:
-        console.print(f"  [red]candidate {c['id']} ({_expression(c)}) failed:[/red] "
-                      f"{(c['error'] or '').splitlines()[0]}", highlight=False)
+        console.print(f"  candidate {c['id']} ({_expression(c)}) failed: "
+                      f"{(c['error'] or '').splitlines()[0]}", highlight=False, style="red")
     if len(failed) > 5:
         console.print(f"  … {len(failed) - 5} more failed candidates", highlight=False)
     if study.get("error"):
@@ -285,7 +297,9 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
     table.add_column("eval s", justify="right")
     for c in sorted_candidates(cands, role) if role else cands:
         ppl = ppl_metrics(c)
-        sparsity = next((m["value"] for m in c["metrics"] if m["name"] == "sparsity"), None)
+        # unstructured: realised sparsity of the pruned layers; structured: parameters removed
+        sparsity = next((m["value"] for m in c["metrics"]
+                         if m["name"] in ("sparsity", "param_ratio")), None)
         row = [str(c["id"]), _label(c), c["status"],
                "0" if c["spec"].get("method") == "dense" else
                (f"{sparsity:.4f}" if sparsity is not None else "—")]
@@ -304,8 +318,8 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
             console.print(f"  PPL {r}: {_protocol_line(sample)}", highlight=False)
     for c in cands:
         if c["status"] == "failed":
-            console.print(f"  [red]candidate {c['id']} ({_label(c)}) failed:[/red] "
-                          f"{(c['error'] or '').splitlines()[0]}", highlight=False)
+            console.print(f"  candidate {c['id']} ({_label(c)}) failed: "
+                          f"{(c['error'] or '').splitlines()[0]}", highlight=False, style="red")
     if study.get("error"):
         console.print(f"  study {study['status']}: {study['error'].splitlines()[0]}")
 

@@ -111,35 +111,60 @@ def _sparsity_metrics(spec: CandidateSpec, result: PruneResult) -> list[dict[str
     ]
 
 
+def pruned_model(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter | None = None,
+                 snapshot: WeightSnapshot | None = None):
+    """Prune per `spec`: returns (model to evaluate, its LoadedModel, PruneResult or None,
+    StructuredInfo or None). Unstructured methods prune `ctx.lm` in place (restore with the
+    snapshot); structured ones return a shrunk copy and leave `ctx.lm` as it was."""
+    from prunestudio.engine.structured import is_structured, prune_structured
+
+    reporter = reporter or Reporter()
+    n_blocks = ctx.lm.adapter.num_blocks(ctx.lm.model)
+    with reporter.task(f"prune {spec.label}", n_blocks) as bar:
+        if is_structured(spec):
+            lm, info = prune_structured(ctx.lm, spec, ctx.stats, progress=bar)
+            return lm, None, info
+        result = prune_model(ctx.lm, spec, ctx.stats, snapshot, progress=bar)
+        return ctx.lm, result, None
+
+
 def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
                        reporter: Reporter | None = None) -> CandidateOutcome:
     """Prune, evaluate, restore. Raises on any failure (the caller records it)."""
+    from prunestudio.engine.evaluate.efficiency import efficiency_metrics
+
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
+    info: dict[str, Any] = {"label": spec.label, "model_fingerprint": ctx.lm.fingerprint,
+                            "calibration_tokens_hash": ctx.calibration.tokens_hash}
     try:
         t0 = time.perf_counter()
-        n_blocks = ctx.lm.adapter.num_blocks(ctx.lm.model)
-        with reporter.task(f"prune {spec.label}", n_blocks) as bar:
-            result = prune_model(ctx.lm, spec, ctx.stats, ctx.snapshot, progress=bar)
+        lm, result, structured = pruned_model(ctx, spec, reporter, ctx.snapshot)
         timings["prune"] = time.perf_counter() - t0
-        metrics = _sparsity_metrics(spec, result)
+        if structured is not None:
+            metrics = structured.metrics()
+            info["structured"] = structured.to_dict()
+        else:
+            metrics = _sparsity_metrics(spec, result)
+            info["stats_computed"] = result.stats_computed
+            info["block_ratios"] = result.block_ratios
         t0 = time.perf_counter()
         for ev in ctx.evaluations:
             with reporter.task(f"ppl {ev.role}", ev.windows.n) as bar:
-                ppl = perplexity(ctx.lm.model, ev.windows, ctx.lm.device, ev.batch_size, bar)
+                ppl = perplexity(lm.model, ev.windows, lm.device, ev.batch_size, bar)
             metrics.append(ppl.metric(fidelity=ev.fidelity, role=ev.role, windows=ev.windows))
         timings["evaluate"] = time.perf_counter() - t0
+        if structured is not None or spec.method == "dense":
+            # Size and speed change only when the model shrinks: dense is their reference.
+            t0 = time.perf_counter()
+            seqlen = ctx.evaluations[0].windows.seqlen
+            metrics += efficiency_metrics(lm.model, lm.adapter, seqlen=seqlen)
+            timings["efficiency"] = time.perf_counter() - t0
+        del lm
     finally:
         t0 = time.perf_counter()
         ctx.snapshot.restore()
         timings["restore"] = time.perf_counter() - t0
-    info = {
-        "label": spec.label,
-        "stats_computed": result.stats_computed,
-        "block_ratios": result.block_ratios,
-        "model_fingerprint": ctx.lm.fingerprint,
-        "calibration_tokens_hash": ctx.calibration.tokens_hash,
-    }
     return CandidateOutcome(metrics, timings, info)
 
 

@@ -130,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(p)
     p.set_defaults(handler="prunestudio.engine.cli:cmd_export")
 
+    p = sub.add_parser("eval", help="task accuracy (lm-eval) of a recorded candidate",
+                       description="Re-prune CANDIDATE from its spec in memory and evaluate it "
+                       "with lm-eval; results are added to the candidate's metrics. Tasks: "
+                       "offline (shakespeare_next_line, no internet), zero_shot (boolq, piqa, "
+                       "hellaswag, winogrande, arc_easy, arc_challenge, openbookqa), mmlu, or "
+                       "task names, comma-separated.")
+    p.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id (see `show`)")
+    p.add_argument("--tasks", default="offline", help="comma-separated (default: offline)")
+    p.add_argument("--limit", type=float, default=None,
+                   help="at most N examples per task (a proxy: recorded as fidelity 'proxy')")
+    p.add_argument("--num-fewshot", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    _model_args(p)
+    _store_arg(p)
+    _json_arg(p)
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_eval")
+
     p = sub.add_parser("bench", help="time each phase and the candidate loop against a naive loop",
                        description="Runs the same candidates twice in one process: the study "
                        "loop (model loaded once, statistics once, weights restored per "

@@ -221,3 +221,41 @@ def test_export_round_trip_gives_the_pruned_models_logits(tmp_path, tiny_model_d
     with open_store(db, readonly=True) as store:
         (artifact,) = store.artifacts(cand["id"])
     assert artifact["kind"] == "model" and artifact["bytes"] > 0
+
+
+def test_structured_candidate_records_size_exports_smaller_and_evaluates_tasks(
+        tmp_path, tiny_model_dirs):
+    from transformers import AutoModelForCausalLM
+
+    db = tmp_path / "s.db"
+    result = json.loads(_cli(
+        "prune", "--model", str(tiny_model_dirs["llama"]), "--methods", "structured",
+        "--sparsities", "0.2", "--option", "structured.importance=l2",
+        "--calib", "source=pydoc,n=4,seqlen=32",
+        "--eval", "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000",
+        "--store", str(db), "--json", "--quiet").stdout)
+    dense, cand = result["candidates"]
+    by_name = {m["name"]: m for m in cand["metrics"]}
+    assert by_name["param_ratio"]["value"] == pytest.approx(0.2, abs=0.02)
+    dense_params = next(m["value"] for m in dense["metrics"] if m["name"] == "params")
+    assert by_name["params"]["value"] == pytest.approx(
+        dense_params * (1 - by_name["param_ratio"]["value"]), rel=1e-9)
+    assert by_name["latency_ms"]["role"] == "efficiency" and by_name["latency_ms"]["seqlen"] == 64
+    assert by_name["macs_per_token"]["value"] < next(
+        m["value"] for m in dense["metrics"] if m["name"] == "macs_per_token")
+
+    out_dir = tmp_path / "small"
+    _cli("export", str(cand["id"]), str(out_dir), "--store", str(db), "--verify")
+    exported = AutoModelForCausalLM.from_pretrained(out_dir)
+    assert sum(p.numel() for p in exported.parameters()) == by_name["params"]["value"]
+
+    metrics = json.loads(_cli("eval", str(cand["id"]), "--tasks", "offline", "--limit", "20",
+                              "--store", str(db), "--json").stdout)
+    acc = {m["name"]: m for m in metrics}["acc"]
+    assert (acc["dataset"], acc["n_samples"], acc["fidelity"]) == (
+        "shakespeare_next_line", 20, "proxy")
+    with open_store(db, readonly=True) as store:
+        stored = {m["name"] for m in store.candidate(cand["id"])["metrics"]}
+    assert {"acc", "acc_norm", "ppl", "param_ratio"} <= stored
+    assert "unknown task" in _error("eval", str(cand["id"]), "--tasks", "nosuchtask",
+                                    "--store", str(db)).lower()
