@@ -34,7 +34,8 @@ def _label(cand: dict[str, Any]) -> str:
     pattern = spec.get("pattern") or {}
     what = (f"{pattern['n']}:{pattern['m']}" if pattern.get("kind") == "nm"
             else f"{spec.get('sparsity', 0):.0%}")
-    return f"{spec.get('method')} {what}"
+    scope = (spec.get("options") or {}).get("scope")
+    return f"{spec.get('method')}{f'[{scope}]' if scope else ''} {what}"
 
 
 def ppl_metrics(cand: dict[str, Any]) -> dict[str, dict[str, Any]]:
