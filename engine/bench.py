@@ -182,9 +182,12 @@ def print_bench(r: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = bench_config(args.model, args.eval_windows, args.device, args.dtype)
-    specs = [CandidateSpec(method=m.strip(), sparsity=0.5,
-                           calibration={"mode": args.calibration})
-             for m in args.methods.split(",") if m.strip()]
+    try:
+        sparsities = [float(x) for x in args.sparsities.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--sparsities must be numbers in [0, 1); got {args.sparsities!r}") from None
+    specs = [CandidateSpec(method=m.strip(), sparsity=s, calibration={"mode": args.calibration})
+             for m in args.methods.split(",") if m.strip() for s in sparsities]
     if not specs:
         raise ValueError("--methods is empty")
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "bench.db") as store:

@@ -153,13 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "candidate) and a naive loop (model reloaded and statistics recomputed per "
                        "candidate); prints per-phase times and the throughput ratio.")
     p.add_argument("--model", default="default")
-    p.add_argument("--methods", default="wanda,magnitude,gblm",
-                   help="candidates of the bench, one per method at 50%% unstructured")
-    p.add_argument("--calibration", default="sequential", choices=["sequential", "dense"],
+    p.add_argument("--methods", default="wanda,gblm",
+                   help="methods of the bench candidates (default: wanda,gblm)")
+    p.add_argument("--sparsities", default="0.4,0.5,0.6",
+                   help="one candidate per method and sparsity, unstructured (default: "
+                   "0.4,0.5,0.6 — a search evaluates many candidates on the same statistics)")
+    p.add_argument("--calibration", default="dense", choices=["sequential", "dense"],
                    help="sequential: the papers' protocol (block inputs from the pruned blocks "
                    "before it, recomputed per candidate); dense: statistics of the dense model "
                    "for every block, computed once (what searches use)")
-    p.add_argument("--eval-windows", type=int, default=8,
+    p.add_argument("--eval-windows", type=int, default=4,
                    help="evaluation windows (256 tokens of pydoc from token 40,000)")
     _model_args(p)
     _json_arg(p)
