@@ -192,14 +192,15 @@ class SearchSection(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSection:
-        from prunestudio.engine.symbolic import depth, parse
+        from prunestudio.engine.symbolic import depth, parse, simplify
 
         if self.init_depth[1] > self.max_depth:
             raise ValueError(f"init_depth max ({self.init_depth[1]}) exceeds max_depth "
                              f"({self.max_depth})")
         for text in self.seed_metrics:
-            if depth(parse(text)) > self.max_depth:
-                raise ValueError(f"seed metric {text} has depth {depth(parse(text))} > "
+            d = max(depth(parse(text)), depth(simplify(parse(text))))
+            if d > self.max_depth:
+                raise ValueError(f"seed metric {text} has depth {d} (simplified) > "
                                  f"max_depth {self.max_depth}")
         return self
 

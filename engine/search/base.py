@@ -1,0 +1,146 @@
+"""The ask/tell seam of searches over symbolic metrics, and what GP and random search share.
+
+A strategy proposes the candidates of one generation at a time::
+
+    strategy = make_strategy("gp", settings, seed)
+    proposals = strategy.ask(history, generation)   # -> list[Proposal]
+    ... record, evaluate ...
+    strategy.tell(history, individual)               # results go into the history
+
+`ask` is a pure function of (settings, seed, generation, the history of *earlier* generations):
+its random numbers come from `generation_rng(seed, generation)`, never from a stream that
+carries over between generations. So a search killed anywhere resumes deterministically: the
+runner rebuilds the history from the store and asks the unfinished generation again, which gives
+the same proposals (already recorded, hence not duplicated).
+
+Generation 0 is the same for every kind: the seed metrics (origin ``seed``) then random trees
+of depth `init_depth` (ramped half-and-half, origin ``init``) up to `population` distinct
+metrics. GP and random search with one seed therefore start from the same population and differ
+only in how they go on.
+
+Every proposal is simplified (exact Opposing Operation Simplification: the stored expression
+computes the same values) and deduplicated by `canonical_key` against everything proposed in
+earlier generations and in its own, so no metric is recorded twice.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from prunestudio.engine.search.state import Individual, SearchHistory
+from prunestudio.engine.studies.config import SearchSection
+from prunestudio.engine.symbolic import (
+    Node,
+    canonical_key,
+    depth,
+    parse,
+    random_tree,
+    simplify,
+    to_text,
+)
+
+MAX_TRIES_PER_PROPOSAL = 200
+
+
+def generation_rng(seed: int, generation: int, stream: str) -> random.Random:
+    """The random stream of one generation of one strategy (string seeds are hashed with
+    SHA-512 by `random.Random`: stable across processes and Python runs)."""
+    return random.Random(f"prunestudio-search|{seed}|{generation}|{stream}")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate metric to record: simplified canonical text, where it came from."""
+
+    expression: str
+    origin: str  # seed | init | crossover | mutation | random
+    parents: tuple[int, ...] = ()  # candidate ids
+    raw: str = ""  # the tree before simplification
+    key: str = ""  # canonical_key
+
+
+@dataclass
+class _Batch:
+    """Proposals of one generation with structural deduplication and the depth limit (moving a
+    ``neg`` outwards can deepen a simplified tree by one level: such a tree is not proposed, so
+    every recorded metric can be a crossover parent)."""
+
+    seen: set[str]
+    limit: int
+    max_depth: int
+    out: list[Proposal] = field(default_factory=list)
+    rejected: int = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.out) >= self.limit
+
+    def add(self, tree: Node, origin: str, parents: Sequence[int] = ()) -> bool:
+        simple = simplify(tree)
+        text, key = to_text(simple), canonical_key(simple)
+        if key in self.seen or text in self.seen or depth(simple) > self.max_depth:
+            self.rejected += 1
+            return False
+        self.seen.update((key, text))
+        self.out.append(Proposal(text, origin, tuple(parents), to_text(tree), key))
+        return True
+
+
+def ramped_tree(rng: random.Random, i: int, settings: SearchSection) -> Node:
+    """The i-th tree of a ramped half-and-half sequence over `init_depth`: depth limit d cycles
+    over the range, alternating ``full`` (depth exactly d) and ``grow`` (depth in [min, d])."""
+    lo, hi = settings.init_depth
+    depths = range(lo, hi + 1)
+    d = depths[(i // 2) % len(depths)]
+    if i % 2:
+        return random_tree(rng, d, d, "full", leaves=settings.leaves)
+    return random_tree(rng, lo, d, "grow", leaves=settings.leaves)
+
+
+class SearchStrategy(ABC):
+    """Proposes symbolic metrics generation by generation (see the module docstring)."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, settings: SearchSection, seed: int):
+        self.settings = settings
+        self.seed = seed
+        self.last_rejected = 0  # duplicates rejected by the last `ask`
+
+    def ask(self, history: SearchHistory, generation: int) -> list[Proposal]:
+        """The proposals of `generation` (0: the initial population)."""
+        batch = _Batch(history.seen(generation), self.batch_size(generation),
+                       self.settings.max_depth)
+        if generation == 0:
+            self._initial(batch)
+        else:
+            self._propose(history, generation, batch)
+        self.last_rejected = batch.rejected
+        return batch.out
+
+    def tell(self, history: SearchHistory, individual: Individual) -> None:
+        """Record a result. The strategies keep no state of their own: everything they need is
+        in the history, which is what makes a resumed search continue identically."""
+        history.tell(individual)
+
+    def batch_size(self, generation: int) -> int:
+        if generation == 0:
+            return max(self.settings.population, len(self.settings.seed_metrics))
+        return self.settings.offspring
+
+    def _initial(self, batch: _Batch) -> None:
+        for text in self.settings.seed_metrics:
+            batch.add(parse(text), "seed")
+        rng = generation_rng(self.seed, 0, "init")
+        for i in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
+            if batch.full:
+                break
+            batch.add(ramped_tree(rng, i, self.settings), "init")
+
+    @abstractmethod
+    def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
+        """Fill `batch` with the proposals of a generation ≥ 1."""

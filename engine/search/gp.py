@@ -1,0 +1,74 @@
+"""Pruner-Zero's genetic programming over symbolic pruning metrics.
+
+One iteration (generation g ≥ 1) proposes `offspring` children:
+
+1. the population is the `population` best distinct metrics recorded so far (elitist μ + λ:
+   a child enters only by beating the worst; mask-equivalent metrics count once);
+2. each parent wins a tournament of `tournament_size` individuals drawn from the `top_k` best
+   (the second tournament excludes the first winner when the top holds two or more);
+3. subtree crossover swaps one random subtree of each parent (an internal node with
+   probability 0.9; children deeper than `max_depth` are redrawn);
+4. each child is mutated with probability `p_mutation` (paper: 0.5): one node replaced by
+   another of the same arity (leaf → leaf, unary → unary, binary → binary);
+5. Opposing Operation Simplification, then structural deduplication: a child already proposed
+   in this search is dropped and the loop draws again.
+
+Origin of a child: ``mutation`` if it was mutated after crossover, else ``crossover``; its
+parents are the two candidate ids.
+"""
+
+from __future__ import annotations
+
+import random
+
+from prunestudio.engine.search.base import (
+    MAX_TRIES_PER_PROPOSAL,
+    SearchStrategy,
+    _Batch,
+    generation_rng,
+    ramped_tree,
+)
+from prunestudio.engine.search.state import Individual, SearchHistory
+from prunestudio.engine.symbolic import crossover, point_mutation
+
+
+def tournament(rng: random.Random, pool: list[Individual], size: int,
+               exclude: Individual | None = None) -> Individual:
+    """The fittest of `size` individuals drawn without replacement from `pool`."""
+    choices = [p for p in pool if p is not exclude] if exclude is not None and len(pool) > 1 \
+        else pool
+    drawn = rng.sample(choices, min(size, len(choices)))
+    return min(drawn, key=lambda i: (i.fitness, i.idx))
+
+
+class GPSearch(SearchStrategy):
+    kind = "gp"
+
+    def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
+        s = self.settings
+        rng = generation_rng(self.seed, generation, "gp")
+        top = history.population(before=generation, size=s.population)[: s.top_k]
+        if not top:  # nothing survived (every candidate failed): start again at random
+            for i in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
+                if batch.full:
+                    return
+                batch.add(ramped_tree(rng, i, s), "random")
+            return
+        for _ in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
+            if batch.full:
+                return
+            a = tournament(rng, top, s.tournament_size)
+            b = tournament(rng, top, s.tournament_size, exclude=a)
+            try:
+                children = crossover(a.tree, b.tree, rng, max_depth=s.max_depth)
+            except ValueError:  # a parent deeper than max_depth (recorded by an older run)
+                batch.rejected += 1
+                continue
+            for child in children:
+                origin = "crossover"
+                if rng.random() < s.p_mutation:
+                    child = point_mutation(child, rng, leaves=s.leaves)
+                    origin = "mutation"
+                batch.add(child, origin, (a.id, b.id))
+                if batch.full:
+                    return

@@ -1,0 +1,209 @@
+"""A search's state, rebuilt from the store: every recorded candidate as an `Individual`.
+
+Nothing of a search lives only in memory. The population, the set of metrics already tried and
+the budget spent are functions of the recorded candidates (spec, generation, origin, parents,
+status, info, metrics), so a killed search resumes exactly where it was: the strategy's next
+proposals depend only on (seed, generation, the candidates of earlier generations).
+
+Fitness is the perplexity on the search split (metric ``ppl``, role ``search``). A candidate is
+*evaluated* when it is 'done' (a real evaluation), *reused* when it is 'skipped' with
+``info.equivalent_to`` (its masks equal an evaluated candidate's, whose fitness it carries).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prunestudio.engine.studies.config import SEARCH_ROLE
+from prunestudio.engine.symbolic import Node, canonical_key, parse, rank_key
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Individual:
+    """One recorded candidate of a search study."""
+
+    id: int
+    idx: int
+    method: str
+    expression: str | None  # canonical text (symbolic candidates)
+    generation: int | None
+    origin: str
+    parents: tuple[int, ...]
+    status: str
+    fitness: float | None  # search-split PPL (evaluated or reused)
+    mask_hash: str | None
+    equivalent_to: int | None
+    key: str | None = None  # canonical_key (structural dedup)
+    rank: str | None = None  # rank_key (symbolic mask equivalence)
+
+    @property
+    def tree(self) -> Node:
+        if self.expression is None:
+            raise ValueError(f"candidate {self.id} ({self.method}) has no expression")
+        return parse(self.expression)
+
+    @property
+    def is_search(self) -> bool:
+        """Proposed by the strategy (not a baseline)."""
+        return self.origin != BASELINE and self.generation is not None
+
+    @property
+    def evaluated(self) -> bool:
+        """A real fitness evaluation."""
+        return self.status == "done" and self.fitness is not None and self.equivalent_to is None
+
+    @property
+    def reused(self) -> bool:
+        return self.equivalent_to is not None and self.fitness is not None
+
+    @property
+    def has_fitness(self) -> bool:
+        return self.fitness is not None and self.status in ("done", "skipped")
+
+    @classmethod
+    def from_candidate(cls, cand: dict[str, Any]) -> Individual:
+        spec = cand["spec"]
+        info = cand.get("info") or {}
+        expression = (spec.get("options") or {}).get("expression") if spec.get(
+            "method") == "symbolic" else None
+        fitness = next((m["value"] for m in cand.get("metrics", [])
+                        if m["name"] == "ppl" and m["role"] == SEARCH_ROLE), None)
+        if fitness is not None and not math.isfinite(fitness):
+            fitness = None
+        key = rk = None
+        if expression is not None:
+            tree = parse(expression)
+            key, rk = canonical_key(tree), rank_key(tree)
+        return cls(
+            id=cand["id"], idx=cand["idx"], method=spec.get("method", ""),
+            expression=expression, generation=cand.get("generation"),
+            origin=cand.get("origin") or "", parents=tuple(cand.get("parents") or ()),
+            status=cand["status"], fitness=fitness, mask_hash=info.get("mask_hash"),
+            equivalent_to=info.get("equivalent_to"), key=key, rank=rk,
+        )
+
+
+def _order(ind: Individual) -> tuple[float, int]:
+    return (ind.fitness if ind.fitness is not None else math.inf, ind.idx)
+
+
+class SearchHistory:
+    """All candidates of one search study, in recording (idx) order."""
+
+    def __init__(self, individuals: Iterable[Individual] = ()):
+        self._by_id: dict[int, Individual] = {}
+        for ind in individuals:
+            self.tell(ind)
+
+    @classmethod
+    def from_candidates(cls, cands: Iterable[dict[str, Any]]) -> SearchHistory:
+        return cls(Individual.from_candidate(c) for c in cands)
+
+    @classmethod
+    def from_store(cls, store, study_id: int) -> SearchHistory:
+        return cls.from_candidates(store.candidates(study_id, with_metrics=True))
+
+    def tell(self, ind: Individual) -> None:
+        """Add or update one candidate (after it was recorded or finished)."""
+        self._by_id[ind.id] = ind
+
+    # -- views ---------------------------------------------------------------------------------
+
+    @property
+    def individuals(self) -> list[Individual]:
+        return sorted(self._by_id.values(), key=lambda i: i.idx)
+
+    def get(self, candidate_id: int) -> Individual:
+        return self._by_id[candidate_id]
+
+    def search(self, before: int | None = None) -> list[Individual]:
+        """Search candidates (not baselines), of generations < `before` when given."""
+        return [i for i in self.individuals if i.is_search
+                and (before is None or i.generation < before)]
+
+    def generation(self, g: int) -> list[Individual]:
+        return [i for i in self.individuals if i.is_search and i.generation == g]
+
+    def last_generation(self) -> int | None:
+        gens = [i.generation for i in self.search()]
+        return max(gens) if gens else None
+
+    def seen(self, before: int) -> set[str]:
+        """Structural keys and expression texts of the search candidates of earlier
+        generations: a proposal matching one is a duplicate."""
+        out: set[str] = set()
+        for ind in self.search(before):
+            out.update(x for x in (ind.key, ind.expression) if x)
+        return out
+
+    def population(self, before: int | None = None, size: int | None = None) -> list[Individual]:
+        """The best distinct metrics with a fitness among the search candidates of generations
+        < `before`: distinct by mask hash (mask-equivalent candidates count once, the earliest
+        kept) and by structure, best fitness first, ties by recording order. This is a
+        (μ + λ) elitist population, a pure function of the records."""
+        seen: set[str] = set()
+        out = []
+        for ind in sorted((i for i in self.search(before) if i.has_fitness), key=_order):
+            ident = ind.mask_hash or f"id:{ind.equivalent_to or ind.id}"
+            if ident in seen:
+                continue
+            seen.add(ident)
+            out.append(ind)
+            if size is not None and len(out) >= size:
+                break
+        return out
+
+    def equivalent_by_rank_key(self, rk: str) -> Individual | None:
+        """The evaluated candidate behind any candidate with this rank key (a reused one
+        points to the candidate it reused)."""
+        for ind in self.individuals:
+            if ind.rank == rk and ind.has_fitness and (ind.evaluated or ind.reused):
+                ref = self._by_id.get(ind.equivalent_to) if ind.equivalent_to else ind
+                if ref is not None and ref.evaluated:
+                    return ref
+        return None
+
+    def equivalent_by_hash(self, mask_hash: str) -> Individual | None:
+        """An evaluated candidate whose pruned weights have this zero-pattern hash."""
+        return next((i for i in self.individuals if i.evaluated and i.mask_hash == mask_hash),
+                    None)
+
+    # -- counts --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Search candidates by outcome: evaluated (real evaluations), reused (fitness of a
+        mask-equivalent candidate), failed, skipped (not evaluated: budget), pending."""
+        out = {"evaluated": 0, "reused": 0, "failed": 0, "skipped": 0, "pending": 0,
+               "candidates": 0}
+        for ind in self.search():
+            out["candidates"] += 1
+            if ind.evaluated:
+                out["evaluated"] += 1
+            elif ind.reused:
+                out["reused"] += 1
+            elif ind.status == "failed":
+                out["failed"] += 1
+            elif ind.status in ("pending", "running"):
+                out["pending"] += 1
+            else:
+                out["skipped"] += 1
+        return out
+
+    @property
+    def real_evaluations(self) -> int:
+        return sum(1 for i in self.search() if i.evaluated)
+
+    def best(self) -> Individual | None:
+        pop = self.population(size=1)
+        return pop[0] if pop else None
+
+
+def saved_fraction(counts: dict[str, int]) -> float:
+    """Share of fitness evaluations avoided by mask equivalence: reused / (evaluated + reused)."""
+    total = counts["evaluated"] + counts["reused"]
+    return counts["reused"] / total if total else 0.0

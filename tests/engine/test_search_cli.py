@@ -1,0 +1,245 @@
+"""Searches through the console script: `run` with a GP config, resume after SIGKILL without
+re-evaluating anything recorded (and with the same proposals as an uninterrupted run), `show`,
+`prune --metric` / `--metric-from`, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prunestudio.store import StoreError, open_store
+
+EXE = [sys.executable, "-m", "prunestudio.cli"]
+
+
+def _cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def _error(*args: str) -> str:
+    proc = _cli(*args, check=False)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "gp",
+            extra: str = "") -> str:
+    return f"""
+[study]
+name = "{name}"
+kind = "gp"
+seed = 2
+
+[model]
+source = "{model_dir}"
+
+[calibration]
+source = "pydoc"
+seqlen = 32
+n = 4
+
+[[evaluation]]
+role = "in_domain"
+windows = {{ source = "pydoc", seqlen = 64, n = 2, offset = 20000 }}
+
+[search]
+population = 6
+iterations = 4
+budget = {budget}
+top_k = 4
+seed_metrics = ["wanda"]
+split = {{ source = "pydoc", seqlen = 64, n = {split_n}, offset = 4000 }}
+finalists = 2
+{extra}
+"""
+
+
+def _record(cands: list[dict]) -> list[tuple]:
+    return [(c["spec_hash"], c["origin"], c["parents"], c["generation"], c["status"])
+            for c in cands]
+
+
+def test_sigkill_mid_search_then_resume_reevaluates_nothing(tmp_path, tiny_model_dirs):
+    # a long search split makes each candidate take long enough to be killed inside one
+    cfg = tmp_path / "gp.toml"
+    cfg.write_text(gp_toml(tiny_model_dirs["llama"], split_n=40, budget=10, name="victim"))
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen([*EXE, "run", str(cfg), "--store", str(db), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if not db.exists():
+                continue
+            try:
+                with open_store(db, readonly=True) as store:
+                    rows = list(store.db.query("SELECT status, generation FROM candidates"))
+            except StoreError:
+                continue
+            done = sum(r["status"] in ("done", "skipped") for r in rows)
+            if done >= 4 and any(r["status"] == "running" for r in rows):
+                break
+        else:
+            pytest.fail("the search never reached its fifth candidate")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with open_store(db, readonly=True) as store:
+        before = store.candidates(1, with_metrics=True)
+    assert sum(c["status"] == "running" for c in before) == 1, "killed inside a candidate"
+    finished = {c["id"]: c for c in before if c["status"] in ("done", "skipped", "failed")}
+
+    out = json.loads(_cli("run", "--resume", "victim", "--store", str(db), "--json",
+                          "--quiet").stdout)
+    after = {c["id"]: c for c in out["candidates"]}
+    assert out["study"]["status"] == "finished"
+    with open_store(db, readonly=True) as store:
+        rows = {r["id"]: r for r in store.db.query("SELECT id, finished_at FROM candidates")}
+    for cid, c in finished.items():  # recorded work kept as it was, never evaluated again
+        assert after[cid]["status"] == c["status"]
+        # every metric recorded before the kill is still there, unchanged (finalists gain
+        # held-out metrics afterwards)
+        assert [m for m in after[cid]["metrics"] if m["id"] in {x["id"] for x in c["metrics"]}
+                ] == c["metrics"]
+        assert rows[cid]["finished_at"] == c["finished_at"]
+    assert len({c["spec_hash"] for c in after.values()}) == len(after)
+    assert sum(c["status"] == "done" and not (c["info"] or {}).get("equivalent_to")
+               for c in after.values() if c["origin"] != "baseline") <= 10
+
+    # the same search uninterrupted makes the same proposals, in the same order
+    ref_cfg = tmp_path / "ref.toml"
+    ref_cfg.write_text(cfg.read_text().replace('name = "victim"', 'name = "reference"'))
+    ref = json.loads(_cli("run", str(ref_cfg), "--store", str(tmp_path / "ref.db"), "--json",
+                          "--quiet").stdout)
+    assert _record(ref["candidates"]) == _record(out["candidates"])
+    events = [e["message"] for e in store_events(db)]
+    assert any(e.startswith("resuming: 1 interrupted candidate") for e in events)
+
+
+def store_events(db: Path) -> list[dict]:
+    with open_store(db, readonly=True) as store:
+        return list(store.db.query("SELECT message FROM events ORDER BY id"))
+
+
+def test_run_gp_config_show_and_apply_the_best_metric(tmp_path, tiny_model_dirs):
+    cfg = tmp_path / "gp.toml"
+    cfg.write_text(gp_toml(tiny_model_dirs["llama"], extra='baselines = ["wanda"]'))
+    db = str(tmp_path / "s.db")
+    result = json.loads(_cli("run", str(cfg), "--store", db, "--json", "--quiet").stdout)
+    assert result["study"]["kind"] == "gp" and result["study"]["status"] == "finished"
+    summary = result["search"]
+    assert summary["evaluated"] <= 8 and summary["best"]["expression"]
+    assert summary["reused"] >= 1, "the Wanda seed reuses the Wanda baseline's fitness"
+    assert len(summary["finalists"]) == 2
+
+    table = _cli("show", "gp", "--store", db).stdout
+    for fragment in ("gp search", "search PPL", "in_domain PPL", "held-out", "origin",
+                     "expression", "evaluations saved", "best by search PPL", "reused"):
+        assert fragment in table, table
+
+    best = summary["best"]["expression"]
+    applied = _cli("prune", "--model", str(tiny_model_dirs["gpt2"]), "--metric-from", "gp",
+                   "--sparsities", "0.6", "--calib", "source=pydoc,n=4,seqlen=32",
+                   "--eval", "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000",
+                   "--name", "applied", "--store", db, "--json", "--quiet")
+    assert f"--metric-from gp: {best}" in applied.stderr
+    cands = json.loads(applied.stdout)["candidates"]
+    assert [c["spec"]["method"] for c in cands] == ["dense", "symbolic"]
+    spec = cands[1]["spec"]
+    assert (spec["options"]["expression"], spec["sparsity"], spec["calibration"]["mode"]) == (
+        best, 0.6, "sequential")
+    assert cands[1]["status"] == "done"
+    sparsity = next(m for m in cands[1]["metrics"] if m["name"] == "sparsity")
+    assert abs(sparsity["value"] - 0.6) < 0.01  # per-row rounding on 64-wide rows
+
+
+def test_prune_metric_expression(tmp_path, tiny_model_dirs):
+    out = _cli("prune", "--model", str(tiny_model_dirs["llama"]),
+               "--metric", "mul(sqr(W), MMS(G))", "--metric", "mul(W,sqrt(X))",
+               "--methods", "wanda", "--patterns", "unstructured,2:4",
+               "--calib", "source=pydoc,n=4,seqlen=32",
+               "--eval", "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000",
+               "--store", str(tmp_path / "s.db"), "--json", "--quiet").stdout
+    cands = json.loads(out)["candidates"]
+    assert {c["status"] for c in cands} == {"done"}
+    symbolic = {(c["spec"]["options"]["expression"], c["spec"]["pattern"]["kind"]): c
+                for c in cands if c["spec"]["method"] == "symbolic"}
+    assert set(symbolic) == {(e, k) for e in ("mul(sqr(W),mms(G))", "mul(W,sqrt(X))")
+                             for k in ("unstructured", "nm")}
+    wanda = {c["spec"]["pattern"]["kind"]: c for c in cands if c["spec"]["method"] == "wanda"}
+
+    def ppl(c):
+        return next(m["value"] for m in c["metrics"] if m["name"] == "ppl")
+
+    for kind in ("unstructured", "nm"):  # Wanda written as an expression is Wanda
+        assert ppl(symbolic[("mul(W,sqrt(X))", kind)]) == ppl(wanda[kind])
+
+
+def _main_error(capsys, *args: str) -> str:
+    """The console script's entry point in-process (no interpreter start-up): exit 2 and a
+    message, never a traceback."""
+    from prunestudio.cli import main
+
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(("expression", "fragments"), [
+    ("mul(W,", ["--metric 'mul(W,'", "at position 6", "expected a leaf or an op name"]),
+    ("mull(W,X)", ["unknown name 'mull'", "binary ops add, sub, mul, div"]),
+    ("sqrt(W,X)", ["'sqrt' takes 1 argument(s), got 2"]),
+    ("", ["empty expression"]),
+])
+def test_prune_malformed_metric_exits_2_with_the_parser_message(tmp_path, tiny_model_dirs,
+                                                                 capsys, expression, fragments):
+    err = _main_error(capsys, "prune", "--model", str(tiny_model_dirs["llama"]), "--metric",
+                      expression, "--store", str(tmp_path / "s.db"), "--quiet")
+    assert err.startswith("prunestudio prune: error: --metric")
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not (tmp_path / "s.db").exists(), "refused before any study is recorded"
+
+
+def test_malformed_metric_through_the_console_script(tmp_path):
+    err = _error("prune", "--metric", "mul(W,", "--store", str(tmp_path / "s.db"))
+    assert "--metric 'mul(W,': at position 6" in err
+
+
+def test_bad_search_input_gets_a_clear_error(tmp_path, tiny_model_dirs, capsys):
+    cfg = tmp_path / "bad.toml"
+    db = str(tmp_path / "s.db")
+    for old, new, fragment in (
+        ("population = 6", "population = 1", "search.population"),
+        ("top_k = 4", "topk = 4", "search.topk: unknown key"),
+        ('kind = "gp"', 'kind = "genetic"', "study.kind"),
+        ('seed_metrics = ["wanda"]', 'seed_metrics = ["wandaa"]', "search.seed_metrics"),
+    ):
+        cfg.write_text(gp_toml(tiny_model_dirs["llama"]).replace(old, new))
+        assert fragment in _main_error(capsys, "run", str(cfg), "--store", db)
+    from prunestudio.cli import main
+
+    assert main(["prune", "--model", str(tiny_model_dirs["llama"]), "--methods", "magnitude",
+                 "--no-dense", "--calib", "source=pydoc,n=4,seqlen=32",
+                 "--eval", "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000",
+                 "--name", "grid-only", "--store", db, "--quiet"]) == 0
+    err = _main_error(capsys, "prune", "--metric-from", "grid-only", "--store", db)
+    assert "no evaluated symbolic metric" in err
+    assert "no study 'nowhere'" in _main_error(capsys, "prune", "--metric-from", "nowhere",
+                                               "--store", db)
