@@ -227,7 +227,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for name in method_names():
         method = get_method(name)
         fields = method.options_model.model_fields
-        opts = ", ".join(f"{k}={f.default!r}" for k, f in fields.items()) or "no options"
+        opts = ", ".join(f"{k} (required)" if f.is_required() else f"{k}={f.default!r}"
+                         for k, f in fields.items()) or "no options"
         needs = [n for n, flag in (("X", method.needs_x), ("H", method.needs_hessian),
                                    ("G", method.needs_grad)) if flag]
         print(f"{name:<11} {method.description}\n{'':<11} options: {opts}; "

@@ -42,6 +42,14 @@ def test_every_subcommand_has_help(command):
     assert out.startswith(f"usage: prunestudio {command}")
 
 
+def test_methods_lists_every_method_with_its_options():
+    out = _cli("methods").stdout
+    for name in ("magnitude", "wanda", "sparsegpt", "gblm", "symbolic", "structured"):
+        assert f"\n{name} " in f"\n{out}", out
+    assert "expression (required)" in out and "scope='row'" in out
+    assert "Undefined" not in out
+
+
 def test_prune_json_lists_candidates_with_spec_status_and_protocol(tmp_path, tiny_model_dirs):
     out = _cli("prune", "--model", str(tiny_model_dirs["llama"]), "--methods", "wanda,magnitude",
                "--sparsities", "0.5", "--patterns", "unstructured,4:8",
