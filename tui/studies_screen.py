@@ -44,6 +44,7 @@ class StudiesScreen(Screen[None]):
         self.summaries: dict[int, StudySummary] = {}
         self.best: dict[int, BestMetric] = {}
         self._polling = False
+        self._poll_again: bool | None = None  # a poll asked for while one was in flight (force?)
         self._last_error: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -70,9 +71,13 @@ class StudiesScreen(Screen[None]):
             self.render_rows()  # elapsed / ETA move with the clock
 
     def poll(self, force: bool = False) -> None:
-        if not self._polling:
-            self._polling = True
-            self._poll_worker(force)
+        """Read the store in a worker. A poll asked for while one is in flight runs after it:
+        the one in flight may have read before the write the caller wants to see."""
+        if self._polling:
+            self._poll_again = force or bool(self._poll_again)
+            return
+        self._polling = True
+        self._poll_worker(force)
 
     @work(thread=True, group="studies-poll", exit_on_error=False)
     def _poll_worker(self, force: bool) -> None:
@@ -92,6 +97,9 @@ class StudiesScreen(Screen[None]):
             if event.state == WorkerState.ERROR:
                 self.app.notify(f"reading the store failed: {event.worker.error}",
                                 severity="error", timeout=5)
+            if self._poll_again is not None and event.state != WorkerState.CANCELLED:
+                force, self._poll_again = self._poll_again, None
+                self.poll(force)
 
     def on_screen_resume(self) -> None:
         self.poll()

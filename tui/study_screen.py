@@ -55,6 +55,7 @@ class StudyScreen(Screen[None]):
         self.study = study
         self.view = CandidateView(study.primary_role)
         self._polling = False
+        self._poll_again = False  # a poll asked for while one was in flight
         self._last_error: str | None = None
         self._loading = False
         self._detail_id: int | None = None
@@ -89,9 +90,13 @@ class StudyScreen(Screen[None]):
             self.render_info()
 
     def poll(self) -> None:
-        if not self._polling:
-            self._polling = True
-            self._poll_worker()
+        """Read what changed in a worker. A poll asked for while one is in flight runs after
+        it: the one in flight may have read before the write the caller wants to see."""
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling = True
+        self._poll_worker()
 
     @work(thread=True, group="study-poll", exit_on_error=False)
     def _poll_worker(self) -> None:
@@ -118,6 +123,9 @@ class StudyScreen(Screen[None]):
             if event.state == WorkerState.ERROR:
                 self.app.notify(f"reading the store failed: {event.worker.error}",
                                 severity="error", timeout=5)
+            if self._poll_again and event.state != WorkerState.CANCELLED:
+                self._poll_again = False
+                self.poll()
 
     def on_screen_resume(self) -> None:
         self.poll()

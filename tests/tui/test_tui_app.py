@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prunestudio.store import open_store
 from prunestudio.tui.app import PruneStudioApp
@@ -166,6 +169,45 @@ async def test_cancel_running_study(make_app: MakeApp, demo_db: Path) -> None:
             assert "cancelled from the TUI" in (store.cancel_requested(screen.study.id) or "")
         assert screen.study.cancel_requested  # re-read after the write
         assert "(cancelling)" in screen_text(app)
+
+
+class _GatedFeed:
+    """Wraps a feed: each poll reads the store, then waits until the test opens the gate."""
+
+    def __init__(self, feed: Any) -> None:
+        self.feed, self.has_read, self.gate = feed, threading.Event(), threading.Event()
+        self.polls = 0
+
+    def poll(self, *args: Any) -> Any:
+        update = self.feed.poll(*args)
+        self.polls += 1
+        self.has_read.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return update
+
+
+@async_test
+async def test_poll_asked_during_a_poll_is_not_lost(make_app: MakeApp, demo_db: Path) -> None:
+    """A cancel written while a poll is in flight (it read before the write) must still show:
+    the refresh asked for meanwhile runs after the poll, it is not dropped."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_gp(pilot)
+        studies = next(s for s in app.screen_stack if isinstance(s, StudiesScreen))
+        for target in (screen, studies):
+            target.feed = _GatedFeed(target.feed)
+            target.poll()
+            assert await asyncio.to_thread(target.feed.has_read.wait, 30)
+        with open_store(demo_db) as store:
+            store.request_cancel(screen.study.id, "cancelled by the test")
+        screen.poll()
+        studies.poll()
+        for target in (screen, studies):
+            target.feed.gate.set()
+        await settle(pilot)
+        assert screen.feed.polls == 2 and studies.feed.polls == 2
+        assert screen.study.cancel_requested == "cancelled by the test"
+        assert studies.summaries[screen.study.id].cancel_requested == "cancelled by the test"
 
 
 @async_test
