@@ -41,6 +41,7 @@ def bench_config(model: str, eval_windows: int, device: str | None, dtype: str |
     first = data["evaluation"][0]
     first["windows"]["n"] = eval_windows
     data["evaluation"] = [first]
+    data.pop("tasks", None)  # the bench times the pruning loop, not lm-eval
     return parse_config(data, "(bench)")
 
 

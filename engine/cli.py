@@ -161,6 +161,11 @@ def prune_config(args: argparse.Namespace) -> StudyConfig:
                 raise ConfigError(f"--eval {text!r}: give role=..., e.g. role=in_domain")
             sets.append({**head, "windows": kv})
         data["evaluation"] = sets
+    data.pop("tasks", None)  # the default study's accuracy task only with --tasks
+    if args.tasks:
+        data["tasks"] = {"names": _split_list(args.tasks, "tasks"), "limit": args.task_limit}
+    elif args.task_limit is not None:
+        raise ConfigError("--task-limit needs --tasks (e.g. --tasks offline --task-limit 100)")
     config = parse_config(data, "(prunestudio prune flags)")
     if args.option:
         config = _with_options(config, args.option)

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from prunestudio.store import Store, open_store, queries
+from prunestudio.store import Store, open_store, queries, task_metric_title
 
 
 def _console(file=None):
@@ -41,6 +41,32 @@ def _label(cand: dict[str, Any]) -> str:
 def ppl_metrics(cand: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The candidate's perplexities by evaluation role."""
     return {m["role"]: m for m in cand.get("metrics", []) if m["name"] == "ppl" and m["role"]}
+
+
+def task_metrics_of(cand: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The candidate's task accuracies by (task, metric); where a task was measured more
+    than once (the study's proxy, then `prunestudio eval` on more examples) the one on the
+    most examples wins, the later one on a tie."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in cand.get("metrics", []):
+        if m["role"] != "task":
+            continue
+        key = (m["dataset"], m["name"])
+        if key not in out or (m["n_samples"] or 0) >= (out[key]["n_samples"] or 0):
+            out[key] = m
+    return out
+
+
+def task_columns(cands: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(task, metric) pairs measured on any candidate: tasks in first-seen order, acc first."""
+    found: list[tuple[str, str]] = []
+    for c in cands:
+        for key in task_metrics_of(c):
+            if key not in found:
+                found.append(key)
+    order = {"acc": 0, "acc_norm": 1}
+    tasks = list(dict.fromkeys(t for t, _ in found))
+    return sorted(found, key=lambda k: (tasks.index(k[0]), order.get(k[1], 2), k[1]))
 
 
 def eval_roles(study: dict[str, Any], cands: list[dict[str, Any]]) -> list[str]:
@@ -265,6 +291,15 @@ def _protocol_line(m: dict[str, Any]) -> str:
             f"{m['fidelity']}")
 
 
+def _task_protocol_line(m: dict[str, Any], whose: str) -> str:
+    p = m.get("protocol") or {}
+    stderr = (f", stderr ±{p['stderr']:.3f} ({whose})" if isinstance(p.get("stderr"), float)
+              else "")
+    return (f"{m['dataset']} ({m['name']}), {m['n_samples']} examples, "
+            f"{p.get('num_fewshot', 0)}-shot, {m['fidelity']}{stderr}, "
+            f"lm-eval {p.get('lm_eval_version', '?')}")
+
+
 def print_study(store: Store, study_key: int | str, sort_role: str | None = None,
                 file=None, limit: int = 25) -> None:
     from rich.table import Table
@@ -294,8 +329,10 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
         table.add_column(f"PPL {r}", justify="right")
         if dense_ppl.get(r):
             table.add_column("×dense", justify="right")
-    table.add_column("prune s", justify="right")
-    table.add_column("eval s", justify="right")
+    tasks = task_columns(cands)
+    for task, metric in tasks:
+        table.add_column(task_metric_title(task, metric), justify="right")
+    table.add_column("time s", justify="right")  # prune + evaluate (+ tasks); split in --json
     for c in sorted_candidates(cands, role) if role else cands:
         ppl = ppl_metrics(c)
         # unstructured: realised sparsity of the pruned layers; structured: parameters removed
@@ -309,14 +346,25 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
             row.append(_fmt(value))
             if dense_ppl.get(r):
                 row.append("—" if value is None else f"{value / dense_ppl[r]['value']:.2f}")
+        accuracy = task_metrics_of(c)
+        row += [f"{accuracy[k]['value']:.3f}" if k in accuracy else "—" for k in tasks]
         timings = c.get("timings") or {}
-        row += [_fmt(timings.get("prune")), _fmt(timings.get("evaluate"))]
+        row.append(_fmt(timings.get("total")))
         table.add_row(*row, style="red" if c["status"] == "failed" else None)
     console.print(table)
     for r in roles:
         sample = next((ppl_metrics(c)[r] for c in cands if r in ppl_metrics(c)), None)
         if sample:
             console.print(f"  PPL {r}: {_protocol_line(sample)}", highlight=False)
+    for task, metric in tasks:
+        if metric != "acc" and (task, "acc") in tasks:
+            continue  # one line per task
+        owner = next(c for c in ([dense] if dense else []) + cands
+                     if (task, metric) in task_metrics_of(c))
+        whose = "dense" if owner is dense else f"candidate {owner['id']}"
+        console.print(f"  {task_metric_title(task, metric)}: "
+                      f"{_task_protocol_line(task_metrics_of(owner)[(task, metric)], whose)}",
+                      highlight=False)
     for c in cands:
         if c["status"] == "failed":
             console.print(f"  candidate {c['id']} ({_label(c)}) failed: "

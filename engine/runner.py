@@ -30,7 +30,7 @@ from prunestudio.engine.models.loading import LoadedModel, load_model
 from prunestudio.engine.progress import Reporter
 from prunestudio.engine.pruning import PruneResult, WeightSnapshot, prune_model
 from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import StudyConfig, parse_config
+from prunestudio.engine.studies.config import StudyConfig, TasksSection, parse_config
 from prunestudio.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class StudyContext:
     stats: StatsCache
     snapshot: WeightSnapshot
     timings: dict[str, float] = field(default_factory=dict)
+    tasks: TasksSection | None = None  # lm-eval accuracy after the perplexities
 
 
 @dataclass
@@ -88,7 +89,8 @@ def prepare(config: StudyConfig, reporter: Reporter | None = None,
     timings["windows"] = time.perf_counter() - t0
     calib_key = calibration_hash(calibration.ids, calibration.tokens_hash)
     stats = StatsCache(lm, calibration.ids, calib_key)
-    return StudyContext(lm, calibration, evaluations, stats, WeightSnapshot(lm), timings)
+    return StudyContext(lm, calibration, evaluations, stats, WeightSnapshot(lm), timings,
+                        tasks=config.tasks)
 
 
 def _sparsity_metrics(spec: CandidateSpec, result: PruneResult) -> list[dict[str, Any]]:
@@ -154,6 +156,10 @@ def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
                 ppl = perplexity(lm.model, ev.windows, lm.device, ev.batch_size, bar)
             metrics.append(ppl.metric(fidelity=ev.fidelity, role=ev.role, windows=ev.windows))
         timings["evaluate"] = time.perf_counter() - t0
+        if ctx.tasks is not None:
+            t0 = time.perf_counter()
+            metrics += task_accuracy(lm, ctx.tasks, reporter)
+            timings["tasks"] = time.perf_counter() - t0
         if structured is not None or spec.method == "dense":
             # Size and speed change only when the model shrinks: dense is their reference.
             t0 = time.perf_counter()
@@ -168,14 +174,31 @@ def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
     return CandidateOutcome(metrics, timings, info)
 
 
+def task_accuracy(lm: LoadedModel, tasks: TasksSection,
+                  reporter: Reporter | None = None) -> list[dict[str, Any]]:
+    """lm-eval accuracy of the in-memory (pruned) model: one metric record per task and
+    metric (acc, acc_norm) with its protocol."""
+    from prunestudio.engine.evaluate.tasks import evaluate_tasks, task_metrics
+
+    reporter = reporter or Reporter()
+    with reporter.task(f"lm-eval {', '.join(tasks.names)}"
+                       + (f" (limit {tasks.limit})" if tasks.limit is not None else "")):
+        results = evaluate_tasks(lm.model, lm.tokenizer, tasks.names, limit=tasks.limit,
+                                 num_fewshot=tasks.num_fewshot, batch_size=tasks.batch_size,
+                                 progress_bars=False)
+    return task_metrics(results)
+
+
 def _error_text(exc: BaseException) -> str:
     tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:])
     return f"{type(exc).__name__}: {exc}\n\n{tail}".strip()
 
 
 def _summary(metrics: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{m['role']} {m['name']} {m['value']:.3f}" for m in metrics
-                     if m["name"] == "ppl")
+    return ", ".join([f"{m['role']} {m['name']} {m['value']:.3f}" for m in metrics
+                      if m["name"] == "ppl"]
+                     + [f"{m['dataset']} acc {m['value']:.3f}" for m in metrics
+                        if m["role"] == "task" and m["name"] == "acc"])
 
 
 class StudyRunner:

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option, e.g. magnitude.scope=row (repeatable)")
     p.add_argument("--no-dense", action="store_true", help="do not evaluate the dense model")
+    p.add_argument("--tasks", default=None, metavar="NAMES",
+                   help="also measure task accuracy with lm-eval on every candidate: offline "
+                   "(no network), zero_shot, mmlu or task names, comma-separated")
+    p.add_argument("--task-limit", type=float, default=None, metavar="N",
+                   help="at most N examples per task (fidelity proxy); a fraction if < 1")
     p.add_argument("--calib", default=None, metavar="KEY=VALUE,...",
                    help="calibration windows, e.g. source=pydoc,n=16,seqlen=128,offset=0 "
                    "(keys: source, split, seqlen, n, offset, end, selection, seed)")

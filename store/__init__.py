@@ -33,6 +33,7 @@ from .records import (
     FIDELITIES,
     STUDY_STATUSES,
     metric_key,
+    task_metric_title,
 )
 from .schema import SCHEMA_VERSION
 
@@ -55,6 +56,7 @@ __all__ = [
     "list_studies",
     "list_workers",
     "metric_key",
+    "task_metric_title",
     "metrics_long",
     "metrics_table",
     "open_store",

@@ -155,6 +155,16 @@ def metric_key(m: Mapping[str, Any]) -> str:
     return f"{key}:{role}" if role else key
 
 
+TASK_SHORT_NAMES = {"shakespeare_next_line": "next-line", "arc_challenge": "arc-c",
+                    "arc_easy": "arc-e", "winogrande": "wino", "openbookqa": "obqa"}
+
+
+def task_metric_title(task: str, name: str) -> str:
+    """Column title of a task accuracy, shared by `prunestudio show`, the TUI and the web app:
+    ``acc next-line``, ``acc_norm arc-c``."""
+    return f"{name} {TASK_SHORT_NAMES.get(task, task)}"
+
+
 def metrics_for(conn: sqlite3.Connection, candidate_ids: Sequence[int]) -> dict[int, list[dict]]:
     """Decoded metrics of the given candidates, grouped by candidate id (chunked IN queries)."""
     out: dict[int, list[dict]] = {cid: [] for cid in candidate_ids}

@@ -51,11 +51,17 @@ def tiny_config(arch: str):
     raise ValueError(arch)
 
 
-def save_tiny_model(arch: str, folder: Path, seed: int = 0) -> Path:
+def save_tiny_model(arch: str, folder: Path, seed: int = 0,
+                    initializer_range: float | None = None) -> Path:
+    """`initializer_range` (default 0.02) above ~0.3 gives logits that depend on the input
+    strongly enough for pruning to change which choice a model prefers."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch))
+    config = tiny_config(arch)
+    if initializer_range is not None:
+        config.initializer_range = initializer_range
+    model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prunestudio.store import metric_key
+from prunestudio.store import metric_key, task_metric_title
 
 from .formatting import spec_label
 
@@ -58,9 +58,13 @@ class MetricColumn:
 
     @property
     def title(self) -> str:
-        """Short column header: ``ppl in``, ``ppl ood``, ``ppl search·p`` (p: proxy)."""
-        where = _ROLE_SHORT.get(self.role or "", self.role or self.dataset or "")
-        text = f"{self.name} {where}".strip()
+        """Short column header: ``ppl in``, ``ppl ood``, ``ppl search·p`` (p: proxy),
+        ``acc next-line·p`` (a task accuracy: named by its task)."""
+        if self.role == "task" and self.dataset:
+            text = task_metric_title(self.dataset, self.name)
+        else:
+            where = _ROLE_SHORT.get(self.role or "", self.role or self.dataset or "")
+            text = f"{self.name} {where}".strip()
         return text + ("·p" if self.fidelity == "proxy" else "")
 
     @property

@@ -171,18 +171,39 @@ def _n_samples(results: dict, name: str, is_group: bool) -> int:
     return 0
 
 
+def _quiet_hflm(hflm_class):
+    """HFLM without its per-request progress bars (a study shows its own progress)."""
+
+    class QuietHFLM(hflm_class):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
 def evaluate_tasks(model, tokenizer, tasks: str | Sequence[str], *, limit: int | float | None = None,
                    num_fewshot: int | None = None, batch_size: int = 8,
-                   max_length: int | None = None, seed: int = 0) -> list[TaskResult]:
+                   max_length: int | None = None, seed: int = 0,
+                   progress_bars: bool = True) -> list[TaskResult]:
     """Evaluate the in-memory `model` on `tasks` with lm-eval; one TaskResult per task.
 
     `limit`: at most this many examples per (sub)task (a cheap proxy, recorded as fidelity
     'proxy'). `num_fewshot`: None keeps each task's default (0 for all of ours).
+    `progress_bars=False` hides lm-eval's request bars (studies report their own progress).
     """
     names = resolve_tasks(tasks)
     lm_eval = _lm_eval()
     from lm_eval.api.group import Group
     from lm_eval.models.huggingface import HFLM
+
+    if not progress_bars:
+        HFLM = _quiet_hflm(HFLM)  # noqa: N806 - the class lm-eval instantiates
 
     kwargs: dict[str, Any] = {"pretrained": model, "tokenizer": tokenizer,
                               "batch_size": batch_size}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prunestudio.engine.data.windows import WindowSpec
+from prunestudio.engine.evaluate.tasks import TaskError, resolve_tasks
 from prunestudio.engine.spec import CandidateSpec, Pattern
 from pydantic import (
     BaseModel,
@@ -87,6 +88,40 @@ class GridSection(_Strict):
 
 
 SEARCH_ROLE = "search"  # the role (fidelity proxy) of the fitness metric of a search
+
+
+class TasksSection(_Strict):
+    """Task accuracy through lm-eval, measured on every candidate of a grid study after its
+    perplexities (the in-memory pruned model; no save / reload)."""
+
+    names: list[str] = Field(description="tasks or aliases: 'offline' (shakespeare_next_line, "
+                             "no network), 'zero_shot' (the papers' seven), 'mmlu', or single "
+                             "task names")
+    limit: int | float | None = Field(None, description="at most this many examples per "
+                                      "(sub)task (an int ≥ 1) or this fraction (0 < f < 1); "
+                                      "recorded as fidelity 'proxy'. None: every example")
+    num_fewshot: int | None = Field(None, ge=0, description="None keeps each task's default")
+    batch_size: int = Field(8, ge=1)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        try:
+            return resolve_tasks(v)
+        except TaskError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, v: int | float | None) -> int | float | None:
+        if v is None:
+            return None
+        if isinstance(v, float) and v.is_integer() and v >= 1:
+            v = int(v)
+        if isinstance(v, int) and v >= 1 or isinstance(v, float) and 0 < v < 1:
+            return v
+        raise ValueError(f"limit must be an int ≥ 1 (examples) or a fraction 0 < f < 1; "
+                         f"got {v!r}")
 
 
 def _default_search_split() -> WindowSpec:
@@ -237,6 +272,8 @@ class StudyConfig(_Strict):
     candidates: list[CandidateSpec] = Field(default_factory=list,
                                             description="explicit extra candidates")
     search: SearchSection | None = Field(None, description="settings of a gp / random study")
+    tasks: TasksSection | None = Field(None, description="lm-eval task accuracy per candidate "
+                                       "(grid studies)")
 
     @field_validator("evaluation")
     @classmethod
@@ -257,6 +294,10 @@ class StudyConfig(_Strict):
             if self.grid.methods or self.candidates:
                 raise ValueError(f"a {self.study.kind} study takes no grid.methods or "
                                  "[[candidates]]: use search.baselines for reference methods")
+            if self.tasks is not None:
+                raise ValueError(f"[tasks] is for grid studies; measure a {self.study.kind} "
+                                 "study's finalists with `prunestudio eval CANDIDATE --tasks "
+                                 "...` (task accuracy is not its fitness)")
         elif self.search is not None:
             raise ValueError("[search] is for study.kind = 'gp' or 'random'; this study is "
                              f"kind {self.study.kind!r}")
@@ -294,8 +335,9 @@ class StudyConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        if data.get("search") is None:
-            data.pop("search", None)  # grid studies: the same recorded config as before
+        for optional in ("search", "tasks"):  # unset: the same recorded config as before
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
 

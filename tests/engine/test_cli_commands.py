@@ -267,3 +267,35 @@ def test_structured_candidate_records_size_exports_smaller_and_evaluates_tasks(
     assert {"acc", "acc_norm", "ppl", "param_ratio"} <= stored
     assert "unknown task" in _error("eval", str(cand["id"]), "--tasks", "nosuchtask",
                                     "--store", str(db)).lower()
+
+
+def test_prune_with_tasks_records_and_shows_accuracy_beside_ppl(tmp_path, tiny_model_dirs):
+    db = tmp_path / "s.db"
+    common = ["--model", str(tiny_model_dirs["gpt2"]), "--methods", "magnitude",
+              "--calib", "source=pydoc,n=4,seqlen=32",
+              "--eval", "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000",
+              "--store", str(db)]
+    result = json.loads(_cli("prune", *common, "--tasks", "offline", "--task-limit", "8",
+                             "--json", "--quiet").stdout)
+    for cand in result["candidates"]:
+        acc = next(m for m in cand["metrics"] if m["name"] == "acc")
+        assert (acc["dataset"], acc["n_samples"], acc["fidelity"], acc["role"]) == (
+            "shakespeare_next_line", 8, "proxy", "task")
+    dense = result["candidates"][0]
+    assert dense["spec"]["method"] == "dense"
+    shown = _cli("show", result["study"]["name"], "--store", str(db)).stdout
+    assert "acc next-line" in shown and "acc_norm next-line" in shown and "time s" in shown
+    assert ("acc next-line: shakespeare_next_line (acc), 8 examples, 0-shot, proxy, stderr ±"
+            in shown) and "(dense), lm-eval 0.4" in shown
+
+    metrics = json.loads(_cli("eval", str(dense["id"]), "--tasks", "offline", "--limit", "12",
+                              "--store", str(db), "--json").stdout)
+    acc12 = next(m["value"] for m in metrics if m["name"] == "acc")
+    shown = _cli("show", result["study"]["name"], "--store", str(db)).stdout
+    assert "acc next-line: shakespeare_next_line (acc), 12 examples" in shown  # most examples
+    row = next(line.split("│") for line in shown.splitlines()
+               if line.startswith("│") and line.split("│")[1].strip() == str(dense["id"]))
+    assert f"{acc12:.3f}" in [cell.strip() for cell in row]
+
+    assert "--task-limit needs --tasks" in _error("prune", *common, "--task-limit", "8")
+    assert "unknown task 'bogus'" in _error("prune", *common, "--tasks", "bogus")

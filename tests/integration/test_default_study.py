@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from prunestudio.engine.runner import run_study
-from prunestudio.engine.studies.config import load_config
+from prunestudio.engine.studies.config import load_config, parse_config
 from prunestudio.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,23 @@ OFFICIAL = {
 OFFICIAL_TOPK_TIES = {"magnitude[row][ties=topk] 50%": 276.4,
                       "magnitude[matrix][ties=topk] 2:4": 1500.5}
 TOLERANCE = {"sparsegpt 50%": 0.02, "sparsegpt 2:4": 0.02}
+TASK_ITEMS = 20  # the shipped study scores 100 items of the offline task; 20 keep CI short
+
+
+def _default_config(task_items: int | None):
+    """The embedded default study, its offline task cut to `task_items` (None: no task)."""
+    data = load_config(None).to_dict()
+    if task_items is None:
+        data.pop("tasks")
+    else:
+        data["tasks"]["limit"] = task_items
+    return parse_config(data, "(default study, test)")
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     db = tmp_path_factory.mktemp("default-study") / "s.db"
-    study_id, status = run_study(load_config(None), db)
+    study_id, status = run_study(_default_config(TASK_ITEMS), db)
     assert status == "finished"
     with open_store(db, readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
@@ -78,8 +89,7 @@ def test_magnitude_with_reference_tie_breaking_matches(label):
         "scope": "row" if "row" in label else "matrix", "ties": "topk"},
         pattern=Pattern.parse("2:4" if "2:4" in label else "unstructured"))
     assert spec.label == label
-    config = load_config(None)
-    ctx = prepare(config)
+    ctx = prepare(_default_config(None))
     outcome = evaluate_candidate(ctx, spec)
     ppl = next(m["value"] for m in outcome.metrics if m.get("role") == "in_domain")
     assert ppl == pytest.approx(OFFICIAL_TOPK_TIES[label], rel=0.01)

@@ -78,6 +78,18 @@ def test_choose_primary_prefers_in_domain_full_then_search() -> None:
     assert _col("x", name="acc").lower_is_better is False and ood.lower_is_better
 
 
+def test_task_accuracy_columns_are_named_by_their_task() -> None:
+    def task(name: str, dataset: str, fidelity: str = "proxy") -> MetricColumn:
+        return MetricColumn.of({"name": name, "dataset": dataset, "fidelity": fidelity,
+                                "role": "task"})
+
+    cols = [task("acc", "shakespeare_next_line"), task("acc_norm", "shakespeare_next_line"),
+            task("acc", "arc_challenge", "full"), task("acc", "piqa", "full")]
+    assert column_titles(cols) == ["acc next-line·p", "acc_norm next-line·p", "acc arc-c",
+                                   "acc piqa"]
+    assert not any(c.lower_is_better for c in cols)
+
+
 def _row(cid: int, status: str = "done", ppl: float | None = None, origin: str = "random",
          key: str = "k") -> CandRow:
     return CandRow(id=cid, idx=cid, status=status, origin=origin, generation=None,
