@@ -104,3 +104,14 @@ def test_out_of_domain_is_recorded_beside_and_sparsegpt_overfits(results):
     assert _ppl(results, "sparsegpt 50%") < _ppl(results, "wanda 50%")
     assert _ppl(results, "sparsegpt 50%", "out_of_domain") > _ppl(results, "wanda 50%",
                                                                    "out_of_domain")
+
+
+def test_every_candidate_carries_the_offline_task_accuracy(results):
+    for label, metrics in results.items():
+        for name in ("acc", "acc_norm"):
+            m = metrics[(name, "task")]
+            assert (m["dataset"], m["n_samples"], m["fidelity"]) == (
+                "shakespeare_next_line", TASK_ITEMS, "proxy"), label
+            assert m["protocol"]["limit"] == TASK_ITEMS and m["protocol"]["num_fewshot"] == 0
+            assert 0.0 <= m["value"] <= 1.0
+            assert m["value"] * TASK_ITEMS == pytest.approx(round(m["value"] * TASK_ITEMS))
