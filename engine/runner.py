@@ -31,7 +31,7 @@ from prunestudio.engine.progress import Reporter
 from prunestudio.engine.pruning import PruneResult, WeightSnapshot, prune_model
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.studies.config import StudyConfig, TasksSection, parse_config
-from prunestudio.store import Store, open_store
+from prunestudio.store import Store, open_store, task_metric_title
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def _error_text(exc: BaseException) -> str:
 def _summary(metrics: list[dict[str, Any]]) -> str:
     return ", ".join([f"{m['role']} {m['name']} {m['value']:.3f}" for m in metrics
                       if m["name"] == "ppl"]
-                     + [f"{m['dataset']} acc {m['value']:.3f}" for m in metrics
-                        if m["role"] == "task" and m["name"] == "acc"])
+                     + [f"{task_metric_title(m['dataset'], 'acc')} {m['value']:.3f}"
+                        for m in metrics if m["role"] == "task" and m["name"] == "acc"])
 
 
 class StudyRunner:

@@ -17,7 +17,7 @@ from prunestudio.engine.runner import prepare, pruned_model, run_study
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.studies.config import ConfigError, load_config, parse_config
 from prunestudio.engine.tasks.next_line import build_items
-from prunestudio.store import open_store
+from prunestudio.store import open_store, queries
 from tiny_models import save_tiny_model, tiny_study_toml
 
 try:
@@ -126,7 +126,9 @@ def test_grid_study_scores_each_candidate_on_its_own_pruned_model(tmp_path):
     assert status == "finished"
     with open_store(tmp_path / "s.db", readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
+        events = [e["message"] for e in queries.events_since(store, study_id, 0)[0]]
     assert [c["spec"]["method"] for c in cands] == ["dense", "magnitude"]
+    assert sum("in_domain ppl" in e and "acc next-line 0." in e for e in events) == 2
 
     ctx = prepare(config)
     items = build_items()[:N_ITEMS]
