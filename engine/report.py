@@ -57,15 +57,12 @@ def task_metrics_of(cand: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any
     return out
 
 
-def task_columns(cands: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(task, metric) pairs measured on any candidate: tasks in first-seen order, acc first."""
-    found: list[tuple[str, str]] = []
-    for c in cands:
-        for key in task_metrics_of(c):
-            if key not in found:
-                found.append(key)
-    order = {"acc": 0, "acc_norm": 1}
+def task_columns(per_candidate: list[dict[tuple[str, str], Any]]) -> list[tuple[str, str]]:
+    """(task, metric) pairs measured on any candidate (`task_metrics_of` of each): tasks in
+    first-seen order, acc first."""
+    found = list(dict.fromkeys(key for measured in per_candidate for key in measured))
     tasks = list(dict.fromkeys(t for t, _ in found))
+    order = {"acc": 0, "acc_norm": 1}
     return sorted(found, key=lambda k: (tasks.index(k[0]), order.get(k[1], 2), k[1]))
 
 
@@ -329,8 +326,9 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
         table.add_column(f"PPL {r}", justify="right")
         if dense_ppl.get(r):
             table.add_column("×dense", justify="right")
-    tasks = task_columns(cands)
-    for task, metric in tasks:
+    accuracy = {c["id"]: task_metrics_of(c) for c in cands}
+    task_cols = task_columns(list(accuracy.values()))
+    for task, metric in task_cols:
         table.add_column(task_metric_title(task, metric), justify="right")
     table.add_column("time s", justify="right")  # prune + evaluate (+ tasks); split in --json
     for c in sorted_candidates(cands, role) if role else cands:
@@ -346,8 +344,8 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
             row.append(_fmt(value))
             if dense_ppl.get(r):
                 row.append("—" if value is None else f"{value / dense_ppl[r]['value']:.2f}")
-        accuracy = task_metrics_of(c)
-        row += [f"{accuracy[k]['value']:.3f}" if k in accuracy else "—" for k in tasks]
+        row += [f"{accuracy[c['id']][k]['value']:.3f}" if k in accuracy[c["id"]] else "—"
+                for k in task_cols]
         timings = c.get("timings") or {}
         row.append(_fmt(timings.get("total")))
         table.add_row(*row, style="red" if c["status"] == "failed" else None)
@@ -356,15 +354,14 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
         sample = next((ppl_metrics(c)[r] for c in cands if r in ppl_metrics(c)), None)
         if sample:
             console.print(f"  PPL {r}: {_protocol_line(sample)}", highlight=False)
-    for task, metric in tasks:
-        if metric != "acc" and (task, "acc") in tasks:
+    for task, metric in task_cols:
+        if metric != "acc" and (task, "acc") in task_cols:
             continue  # one line per task
         owner = next(c for c in ([dense] if dense else []) + cands
-                     if (task, metric) in task_metrics_of(c))
+                     if (task, metric) in accuracy[c["id"]])
         whose = "dense" if owner is dense else f"candidate {owner['id']}"
-        console.print(f"  {task_metric_title(task, metric)}: "
-                      f"{_task_protocol_line(task_metrics_of(owner)[(task, metric)], whose)}",
-                      highlight=False)
+        line = _task_protocol_line(accuracy[owner["id"]][(task, metric)], whose)
+        console.print(f"  {task_metric_title(task, metric)}: {line}", highlight=False)
     for c in cands:
         if c["status"] == "failed":
             console.print(f"  candidate {c['id']} ({_label(c)}) failed: "

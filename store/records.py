@@ -160,8 +160,8 @@ TASK_SHORT_NAMES = {"shakespeare_next_line": "next-line", "arc_challenge": "arc-
 
 
 def task_metric_title(task: str, name: str) -> str:
-    """Column title of a task accuracy, shared by `prunestudio show`, the TUI and the web app:
-    ``acc next-line``, ``acc_norm arc-c``."""
+    """Column title of a task accuracy, shared by `prunestudio show` and the TUI (which
+    imports no engine code): ``acc next-line``, ``acc_norm arc-c``."""
     return f"{name} {TASK_SHORT_NAMES.get(task, task)}"
 
 

@@ -29,7 +29,33 @@ from .model import (
     choose_primary,
 )
 
-__all__ = ["StoreReader", "StudiesFeed", "StudiesUpdate", "StudyFeed", "StudyUpdate"]
+__all__ = ["PollLatch", "StoreReader", "StudiesFeed", "StudiesUpdate", "StudyFeed",
+           "StudyUpdate"]
+
+
+class PollLatch:
+    """One poll in flight per screen. A poll asked for meanwhile is not dropped: the one in
+    flight may have read before the write its caller wants to see (a cancel request), so it
+    runs once after it, forced if any of the requests was."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self._again: bool | None = None  # a pending poll and its `force`
+
+    def start(self, force: bool = False) -> bool:
+        """True: start a poll now. False: one is running; this one will follow it."""
+        if self.running:
+            self._again = force or bool(self._again)
+            return False
+        self.running = True
+        return True
+
+    def finish(self, cancelled: bool = False) -> bool | None:
+        """The poll ended; returns the pending poll's `force`, or None when none is due (a
+        cancelled worker — the screen is going away — drops it)."""
+        self.running = False
+        again, self._again = self._again, None
+        return None if cancelled else again
 
 
 class StoreReader:

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
-from .feed import StudiesFeed
+from .feed import PollLatch, StudiesFeed
 from .messages import MachineSampled, PollFailed, StudiesPolled
 from .model import BestMetric, StudySummary
 from .tables import StudiesTable
@@ -43,8 +43,7 @@ class StudiesScreen(Screen[None]):
         super().__init__()
         self.summaries: dict[int, StudySummary] = {}
         self.best: dict[int, BestMetric] = {}
-        self._polling = False
-        self._poll_again: bool | None = None  # a poll asked for while one was in flight (force?)
+        self._latch = PollLatch()
         self._last_error: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -71,13 +70,8 @@ class StudiesScreen(Screen[None]):
             self.render_rows()  # elapsed / ETA move with the clock
 
     def poll(self, force: bool = False) -> None:
-        """Read the store in a worker. A poll asked for while one is in flight runs after it:
-        the one in flight may have read before the write the caller wants to see."""
-        if self._polling:
-            self._poll_again = force or bool(self._poll_again)
-            return
-        self._polling = True
-        self._poll_worker(force)
+        if self._latch.start(force):
+            self._poll_worker(force)
 
     @work(thread=True, group="studies-poll", exit_on_error=False)
     def _poll_worker(self, force: bool) -> None:
@@ -93,13 +87,12 @@ class StudiesScreen(Screen[None]):
         if event.worker.group == "studies-poll" and event.state in (
             WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
         ):
-            self._polling = False
             if event.state == WorkerState.ERROR:
                 self.app.notify(f"reading the store failed: {event.worker.error}",
                                 severity="error", timeout=5)
-            if self._poll_again is not None and event.state != WorkerState.CANCELLED:
-                force, self._poll_again = self._poll_again, None
-                self.poll(force)
+            again = self._latch.finish(cancelled=event.state == WorkerState.CANCELLED)
+            if again is not None:
+                self.poll(again)
 
     def on_screen_resume(self) -> None:
         self.poll()

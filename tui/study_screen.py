@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from .detail import CandidateDetail, render_candidate
-from .feed import StudyFeed
+from .feed import PollLatch, StudyFeed
 from .messages import CandidateLoaded, PollFailed, StudyPolled
 from .model import StudySummary
 from .tables import CandidateTable
@@ -54,8 +54,7 @@ class StudyScreen(Screen[None]):
         super().__init__()
         self.study = study
         self.view = CandidateView(study.primary_role)
-        self._polling = False
-        self._poll_again = False  # a poll asked for while one was in flight
+        self._latch = PollLatch()
         self._last_error: str | None = None
         self._loading = False
         self._detail_id: int | None = None
@@ -90,13 +89,8 @@ class StudyScreen(Screen[None]):
             self.render_info()
 
     def poll(self) -> None:
-        """Read what changed in a worker. A poll asked for while one is in flight runs after
-        it: the one in flight may have read before the write the caller wants to see."""
-        if self._polling:
-            self._poll_again = True
-            return
-        self._polling = True
-        self._poll_worker()
+        if self._latch.start():
+            self._poll_worker()
 
     @work(thread=True, group="study-poll", exit_on_error=False)
     def _poll_worker(self) -> None:
@@ -119,12 +113,10 @@ class StudyScreen(Screen[None]):
         if event.worker.group == "study-poll" and event.state in (
             WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED
         ):
-            self._polling = False
             if event.state == WorkerState.ERROR:
                 self.app.notify(f"reading the store failed: {event.worker.error}",
                                 severity="error", timeout=5)
-            if self._poll_again and event.state != WorkerState.CANCELLED:
-                self._poll_again = False
+            if self._latch.finish(cancelled=event.state == WorkerState.CANCELLED) is not None:
                 self.poll()
 
     def on_screen_resume(self) -> None:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from prunestudio.tui.exprtree import ExpressionSyntaxError, parse_expression, render_tree
+from prunestudio.tui.feed import PollLatch
 from prunestudio.tui.formatting import bar, duration, eta, layer_ratios, metric_value, spec_label
 from prunestudio.tui.model import CandRow, MetricColumn, choose_primary, column_titles
 from prunestudio.tui.view import CandidateView
@@ -168,3 +169,15 @@ def test_view_bulk_batches_match_full_sort(batch: int) -> None:
         view.apply(rows)
         assert view.page(0, 10_000) == _brute(view)
     assert sum(view.status_counts.values()) == len(view.rows)
+
+
+def test_poll_latch_runs_a_request_made_during_a_poll_once_after_it() -> None:
+    latch = PollLatch()
+    assert latch.start() is True and latch.running
+    assert latch.start() is False and latch.start(force=True) is False  # two while in flight
+    assert latch.finish() is True  # one follow-up, forced because one request was
+    assert not latch.running and latch.start() is True
+    assert latch.finish() is None  # nothing asked meanwhile: no follow-up
+    assert latch.start() is True and latch.start() is False
+    assert latch.finish(cancelled=True) is None  # the screen is going away: dropped
+    assert latch.start() is True and latch.finish() is None  # and not carried over
