@@ -11,9 +11,14 @@ def home_dir() -> Path:
     return Path(os.environ.get("PRUNESTUDIO_HOME", Path.home() / ".cache" / "prunestudio"))
 
 
+def cache_root() -> Path:
+    """`$PRUNESTUDIO_CACHE`, default `$PRUNESTUDIO_HOME/cache` (not created here)."""
+    return Path(os.environ.get("PRUNESTUDIO_CACHE", home_dir() / "cache"))
+
+
 def cache_dir(kind: str) -> Path:
     """A cache folder of one kind (models, stats, text), created on demand."""
-    path = Path(os.environ.get("PRUNESTUDIO_CACHE", home_dir() / "cache")) / kind
+    path = cache_root() / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -393,11 +393,38 @@ def print_studies(store: Store, file=None) -> None:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
+    """List the studies. A 'running' study whose runner stopped beating (killed, machine
+    lost) shows as 'stale' (``stale`` in --json, the stored ``status`` kept as it is)."""
+    import shlex
+
+    from prunestudio.store import STALE_AFTER
+    from rich.table import Table
+
     with open_store(args.store, readonly=True) as store:
+        studies = queries.list_studies(store)
         if args.json:
-            print(json.dumps(queries.list_studies(store), indent=2))
-        else:
-            print_studies(store)
+            print(json.dumps(studies, indent=2))
+            return 0
+        table = Table(title=f"studies in {store.path}", title_justify="left")
+        for col in ("id", "name", "kind", "model", "status", "done", "failed", "budget",
+                    "elapsed"):
+            table.add_column(col, justify="right" if col in ("id", "done", "failed", "budget")
+                             else "left")
+        stale = [s for s in studies if s.get("stale")]
+        for s in studies:
+            budget = "—" if not s["budget"] else f"{s['n_budget_used']}/{s['budget']}"
+            table.add_row(str(s["id"]), s["name"], s["kind"], s["model"],
+                          "stale" if s.get("stale") else s["status"], str(s["n_done"]),
+                          str(s["n_failed"]), budget, _elapsed(s))
+        console = _console()
+        console.print(table)
+        for s in stale:
+            console.print(
+                f"{s['name']} is stale: status 'running' but no runner heartbeat in the last "
+                f"{STALE_AFTER:.0f} s (its process was killed or its machine lost); resume "
+                f"it with: prunestudio run --resume {shlex.quote(s['name'])} --store "
+                f"{shlex.quote(str(store.path))}"
+            )
     return 0
 
 

@@ -31,7 +31,7 @@ from prunestudio.engine.progress import Reporter
 from prunestudio.engine.pruning import PruneResult, WeightSnapshot, prune_model
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.studies.config import StudyConfig, TasksSection, parse_config
-from prunestudio.store import Store, open_store, task_metric_title
+from prunestudio.store import Heartbeat, Store, open_store, task_metric_title
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class StudyContext:
     snapshot: WeightSnapshot
     timings: dict[str, float] = field(default_factory=dict)
     tasks: TasksSection | None = None  # lm-eval accuracy after the perplexities
+    search_split: EvalWindows | None = None  # searches: the fitness windows (cut once)
 
 
 @dataclass
@@ -130,6 +131,12 @@ def pruned_model(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter | No
         return ctx.lm, result, None
 
 
+def input_identity(ctx: StudyContext) -> dict[str, str]:
+    """What every candidate records of its inputs (checked on resume, export and eval)."""
+    return {"model_fingerprint": ctx.lm.fingerprint,
+            "calibration_tokens_hash": ctx.calibration.tokens_hash}
+
+
 def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
                        reporter: Reporter | None = None) -> CandidateOutcome:
     """Prune, evaluate, restore. Raises on any failure (the caller records it)."""
@@ -137,8 +144,7 @@ def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
 
     reporter = reporter or Reporter()
     timings: dict[str, float] = {}
-    info: dict[str, Any] = {"label": spec.label, "model_fingerprint": ctx.lm.fingerprint,
-                            "calibration_tokens_hash": ctx.calibration.tokens_hash}
+    info: dict[str, Any] = {"label": spec.label, **input_identity(ctx)}
     try:
         t0 = time.perf_counter()
         lm, result, structured = pruned_model(ctx, spec, reporter, ctx.snapshot)
@@ -146,6 +152,7 @@ def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
         if structured is not None:
             metrics = structured.metrics()
             info["structured"] = structured.to_dict()
+            info["label"] = f"{spec.label} ({structured.realised_label})"
         else:
             metrics = _sparsity_metrics(spec, result)
             info["stats_computed"] = result.stats_computed
@@ -205,11 +212,14 @@ class StudyRunner:
     """Runs one recorded study to its end, through the store's write path."""
 
     def __init__(self, store: Store, study_id: int, config: StudyConfig,
-                 reporter: Reporter | None = None, lm: LoadedModel | None = None) -> None:
+                 reporter: Reporter | None = None, lm: LoadedModel | None = None, *,
+                 ctx: StudyContext | None = None, resumed: bool = False) -> None:
         self.store, self.study_id, self.config = store, study_id, config
         self.reporter = reporter or Reporter()
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()
         self._lm = lm
+        self.ctx = ctx  # prepared before the study was created (validate first, create after)
+        self.resumed = resumed
 
     def _event(self, message: str, *, level: str = "info", candidate_id: int | None = None,
                progress: float | None = None) -> None:
@@ -231,15 +241,14 @@ class StudyRunner:
         """Run the pending candidates; return the study's final status."""
         store, sid = self.store, self.study_id
         reset = store.reset_running(sid)
-        if reset:
-            self._event(f"resuming: {len(reset)} interrupted candidate(s) will be re-run")
         self.enqueue()
+        if self.resumed or reset:
+            resume_event(store, sid, self.worker, reset)
         store.set_study_status(sid, "running")
         try:
-            ctx = prepare(self.config, self.reporter, self._lm)
+            ctx = self.ctx or prepare(self.config, self.reporter, self._lm)
         except Exception as exc:
-            store.set_study_status(sid, "failed", error=_error_text(exc))
-            self._event(f"study failed before its first candidate: {exc}", level="error")
+            mark_study_failed(store, sid, exc, "study failed before its first candidate")
             raise
         self._event(f"model {ctx.lm.description} loaded in {ctx.timings['load']:.1f}s on "
                     f"{ctx.lm.device} ({str(ctx.lm.dtype).removeprefix('torch.')})")
@@ -253,10 +262,10 @@ class StudyRunner:
                 reason = store.cancel_requested(sid)
                 if reason:
                     store.set_study_status(sid, "cancelled", error=reason)
-                    self._event(f"cancelled before candidate {cand['idx']}: {reason}",
+                    self._event(f"cancelled before candidate {cand['id']}: {reason}",
                                 level="warning", progress=done / total)
                     return "cancelled"
-                self._run_one(ctx, cand)
+                self._run_one(ctx, cand, done, total)
                 done += 1
                 bar(done, total)
         store.heartbeat(self.worker, study_id=sid, candidate_id=None)
@@ -264,12 +273,12 @@ class StudyRunner:
         self._event("study finished", progress=1.0)
         return "finished"
 
-    def _run_one(self, ctx: StudyContext, cand: dict[str, Any]) -> None:
+    def _run_one(self, ctx: StudyContext, cand: dict[str, Any], done: int, total: int) -> None:
         store, cid = self.store, cand["id"]
         if not store.start_candidate(cid, worker=self.worker):
             return  # another worker took it
         store.heartbeat(self.worker, study_id=self.study_id, candidate_id=cid)
-        total = max(1, len(store.candidates(self.study_id)))
+        progress = min(1.0, (done + 1) / max(1, total))
         t0 = time.perf_counter()
         try:
             spec = CandidateSpec.model_validate(cand["spec"])
@@ -279,17 +288,62 @@ class StudyRunner:
                 torch.cuda.empty_cache()
             store.fail_candidate(cid, error=_error_text(exc),
                                  timings={"total": time.perf_counter() - t0})
-            self._event(f"candidate {cand['idx']} failed: {type(exc).__name__}: {exc}",
-                        level="error", candidate_id=cid, progress=(cand["idx"] + 1) / total)
+            self._event(f"candidate {cid} failed: {type(exc).__name__}: {exc}",
+                        level="error", candidate_id=cid, progress=progress)
             return
         t_record = time.perf_counter()
         outcome.timings["total"] = t_record - t0
         store.finish_candidate(cid, metrics=outcome.metrics, timings=outcome.timings,
                                info=outcome.info)
         outcome.timings["record"] = time.perf_counter() - t_record
-        self._event(f"candidate {cand['idx']} {outcome.info['label']}: {_summary(outcome.metrics)}",
-                    candidate_id=cid, progress=min(1.0, (cand["idx"] + 1) / total))
-        self.reporter.message(f"  {outcome.info['label']:<22} {_summary(outcome.metrics)}")
+        self._event(f"candidate {cid} {outcome.info['label']}: {_summary(outcome.metrics)}",
+                    candidate_id=cid, progress=progress)
+        self._warn_same_structure(cid, outcome.info)
+        self.reporter.message(f"  {cid:>4} {outcome.info['label']:<22} "
+                              f"{_summary(outcome.metrics)}")
+
+    def _warn_same_structure(self, cid: int, info: dict[str, Any]) -> None:
+        """Two specs of one study that realise the same structure are one model measured twice
+        (e.g. two ratios rounding to the same number of heads): say so."""
+        key = (info.get("structured") or {}).get("structure_key")
+        if not key:
+            return
+        twins = [c["id"] for c in self.store.candidates(self.study_id, status="done")
+                 if c["id"] != cid and ((c.get("info") or {}).get("structured") or {}
+                                        ).get("structure_key") == key]
+        if twins:
+            self._event(f"candidate {cid} {info.get('label')} realises the same structure as "
+                        f"candidate(s) {', '.join(map(str, twins))}: the same model under two "
+                        "specs (the realised ratios are in their metrics)", level="warning",
+                        candidate_id=cid)
+
+
+def worker_name() -> str:
+    """This process as a worker: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def resume_event(store: Store, study_id: int, worker: str, reset: list[int]) -> None:
+    """Every resume leaves an event, whether or not a candidate was in flight."""
+    pending = len(store.candidates(study_id, status="pending"))
+    if reset:
+        what = (f"{len(reset)} interrupted candidate(s) ({', '.join(map(str, reset))}) go back "
+                "to pending and will be re-run")
+    else:
+        what = "no candidate was in flight"
+    store.add_event(study_id, f"resumed by {worker}: {what}; {pending} pending")
+
+
+def mark_study_failed(store: Store, study_id: int, exc: BaseException, what: str) -> None:
+    """Record a study error as far as the store allows: when the store itself is what failed
+    (disk full, read-only), the original error still reaches the user, not this one."""
+    from prunestudio.store import StoreError
+
+    try:
+        store.set_study_status(study_id, "failed", error=_error_text(exc))
+        store.add_event(study_id, f"{what}: {type(exc).__name__}: {exc}", level="error")
+    except StoreError as store_exc:
+        log.warning("could not record the failure of study %s: %s", study_id, store_exc)
 
 
 def start_study(store: Store, config: StudyConfig, name: str | None = None) -> int:
@@ -310,31 +364,147 @@ def start_study(store: Store, config: StudyConfig, name: str | None = None) -> i
 
 
 def make_runner(store: Store, study_id: int, config: StudyConfig,
-                reporter: Reporter | None = None, lm: LoadedModel | None = None):
+                reporter: Reporter | None = None, lm: LoadedModel | None = None, *,
+                ctx: StudyContext | None = None, resumed: bool = False):
     """The runner of the study's kind: `StudyRunner` (grid) or `SearchRunner` (gp, random)."""
     if config.is_search:
         from prunestudio.engine.search.runner import SearchRunner
 
-        return SearchRunner(store, study_id, config, reporter, lm)
-    return StudyRunner(store, study_id, config, reporter, lm)
+        return SearchRunner(store, study_id, config, reporter, lm, ctx=ctx, resumed=resumed)
+    return StudyRunner(store, study_id, config, reporter, lm, ctx=ctx, resumed=resumed)
+
+
+def check_runnable(config: StudyConfig, ctx: StudyContext) -> None:
+    """Every check that needs the loaded model but no candidate: window lengths against the
+    model's context, N:M widths, structured ratios and options, the search split. Raises a
+    ValueError naming the problem (the CLI's exit 2) before anything is recorded."""
+    from prunestudio.engine.models.loading import check_context
+    from prunestudio.engine.preflight import check_specs
+
+    check_context(ctx.lm, ctx.calibration.seqlen, "calibration")
+    for ev in ctx.evaluations:
+        check_context(ctx.lm, ev.windows.seqlen, f"evaluation {ev.role!r}")
+    if config.is_search:
+        from prunestudio.engine.search.runner import cut_search_split
+
+        split = cut_search_split(config, ctx)
+        check_context(ctx.lm, split.windows.seqlen, "search split")
+        ctx.search_split = split
+        specs = [config.search.baseline_spec(m) for m in config.search.baselines]
+        specs.append(config.search.candidate_spec("W"))  # the pattern every proposal uses
+    else:
+        specs = config.candidate_specs()
+    check_specs(ctx.lm, specs)
+
+
+def check_inputs_unchanged(store: Store, study: dict[str, Any], ctx: StudyContext, *,
+                           allow: bool, action: str,
+                           candidates: list[dict[str, Any]] | None = None) -> None:
+    """Refuse to add results computed on another model or text than the recorded ones
+    (IdentityMismatchError naming both fingerprints), unless `allow`: then a warning event.
+    `candidates` (with metrics) whose records count; default: every candidate of the study."""
+    from prunestudio.engine.identity import Identity, check_identity, recorded_identity
+
+    if candidates is None:
+        candidates = store.candidates(study["id"], with_metrics=True)
+    recorded = recorded_identity(candidates)
+    found = check_identity(recorded, Identity.of_context(ctx), model_source=study["model"],
+                           action=action, allow=allow)
+    if found and not store.readonly:
+        store.add_event(study["id"], f"{action} with changed inputs (--allow-changed-inputs): "
+                        + "; ".join(found), level="warning")
 
 
 def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
               resume: str | int | None = None, reporter: Reporter | None = None,
-              lm: LoadedModel | None = None) -> tuple[int, str]:
+              lm: LoadedModel | None = None, allow_changed_inputs: bool = False,
+              lock_timeout: float = 30.0) -> tuple[int, str]:
     """Create (or resume) a study in the store at `store_path` and run it.
 
-    Returns (study id, final status). With `resume`, the study's own recorded config is used.
-    """
-    with open_store(store_path) as store:
-        if resume is not None:
-            study = store.get_study(resume)
-            config = parse_config(study["config"], f"(study {study['name']} in {store_path})")
-            study_id = study["id"]
-            store.clear_cancel(study_id)
-        else:
-            if config is None:
+    Validate first, create after: the model is loaded, the windows cut and every spec checked
+    against the model before the study is recorded, so bad input leaves no `failed` study
+    behind. With `resume`, the study's own recorded config is used and its recorded model and
+    text fingerprints must match (unless `allow_changed_inputs`). Ctrl-C / SIGTERM leave the
+    study `interrupted` and raise StudyInterrupted. Returns (study id, final status)."""
+    from prunestudio.engine.interrupts import (
+        StudyInterrupted,
+        signal_name,
+        signals_deferred,
+        sigterm_as_interrupt,
+    )
+    from prunestudio.engine.models.loading import validate_model_options
+
+    reporter = reporter or Reporter()
+    study_id: int | None = None
+    study_name: str | None = None
+    with sigterm_as_interrupt(), open_store(store_path, timeout=lock_timeout) as store:
+        try:
+            study = None
+            if resume is not None:
+                study = store.get_study(resume)
+                config = parse_config(study["config"], f"(study {study['name']} in {store_path})")
+            elif config is None:
                 raise ValueError("run_study needs a config or a study to resume")
-            study_id = start_study(store, config, name)
-        runner = make_runner(store, study_id, config, reporter, lm)
-        return study_id, runner.run()
+            else:
+                _check_name_free(store, name or config.study.name)
+            validate_model_options(config.model.device, config.model.dtype)
+            ctx = prepare(config, reporter, lm)
+            check_runnable(config, ctx)
+            if study is not None:
+                check_inputs_unchanged(store, study, ctx, allow=allow_changed_inputs,
+                                       action=f"resume study {study['name']}")
+                study_id, study_name = study["id"], study["name"]
+                store.clear_cancel(study_id)
+            else:
+                study_id = start_study(store, config, name)
+                study_name = store.get_study(study_id)["name"]
+            runner = make_runner(store, study_id, config, reporter, lm, ctx=ctx,
+                                 resumed=study is not None)
+            store.remove_dead_workers(study_id)  # rows of runners killed on this host
+            # a thread with its own connection beats every few seconds, so a study whose
+            # process died (kill -9) shows as stale in `studies` and the TUI
+            with Heartbeat(store.path, runner.worker, study_id, timeout=lock_timeout):
+                return study_id, runner.run()
+        except KeyboardInterrupt as exc:
+            signame = signal_name(exc)
+            detail = ""
+            if study_id is not None:
+                with signals_deferred():
+                    detail = _record_interrupt(store, study_id, signame)
+            raise StudyInterrupted(signame, study_id, study_name, str(store_path),
+                                   detail) from None
+
+
+def _check_name_free(store: Store, name: str | None) -> None:
+    """A new study's name must be free: checked before the model loads (minutes on a big one)."""
+    from prunestudio.store import StoreError
+
+    if name is None:
+        return
+    try:
+        existing = store.get_study(name)
+    except StoreError:
+        return
+    raise StoreError(f"a study named {name!r} already exists (id {existing['id']}, "
+                     f"{existing['status']}); choose another --name, or continue it with "
+                     f"`prunestudio run --resume {name}`")
+
+
+def _record_interrupt(store: Store, study_id: int, signame: str) -> str:
+    """Put in-flight candidates back to pending, mark the study interrupted, add an event.
+    Returns a clause for the user's message."""
+    from prunestudio.store import StoreError
+
+    try:
+        reset = store.reset_running(study_id)
+        status = store.get_study(study_id)["status"]
+        if status in ("created", "running"):
+            store.set_study_status(study_id, "interrupted", error=f"interrupted by {signame}")
+        flight = (f"candidate(s) {', '.join(map(str, reset))} were in flight and go back to "
+                  "pending" if reset else "no candidate was in flight")
+        store.add_event(study_id, f"interrupted by {signame}: {flight}; `prunestudio run "
+                        "--resume` continues where it stopped", level="warning")
+        return f" ({flight})"
+    except StoreError as exc:
+        log.warning("could not record the interrupt of study %s: %s", study_id, exc)
+        return f" (could not record it: {exc})"

@@ -11,12 +11,35 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Exit codes (README, "What happens when…"): 0 every candidate done (or the study cancelled on
+# request); 1 the study failed, or export --verify found a mismatch; 2 bad input, nothing run;
+# 3 the study finished but some candidates failed (see `prunestudio show`); 130 / 143
+# interrupted by SIGINT / SIGTERM (resumable with `prunestudio run --resume`).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANDIDATES_FAILED = 0, 1, 2, 3
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=None, metavar="PATH",
                    help="SQLite store (default: $PRUNESTUDIO_STORE or ./prunestudio.db)")
+    p.add_argument("--lock-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for another process's write lock on the store "
+                   "(default 30)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {text!r}")
+    return value
+
+
+def _allow_changed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-changed-inputs", action="store_true",
+                   help="go on although the model or text fingerprints differ from the ones "
+                   "the study recorded (recorded as a warning event)")
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
@@ -49,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="STUDY",
                    help="resume a killed or cancelled study (id or name) with its recorded config")
     p.add_argument("--model", default=None, help="override [model] source of the config")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no library warnings on stderr")
+    _allow_changed_arg(p)
     _model_args(p)
     _store_arg(p)
     _json_arg(p)
@@ -95,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an evaluation set, e.g. role=in_domain,source=pydoc,n=32,seqlen=256,"
                    "offset=40000 (repeatable; extra keys: role, fidelity, batch_size)")
     p.add_argument("--name", default=None, help="study name (unique in the store)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no library warnings on stderr")
     _model_args(p)
     _store_arg(p)
     _json_arg(p)
@@ -124,13 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="save a candidate's pruned model with save_pretrained",
                        description="Re-prune CANDIDATE from its recorded spec on a fresh load of "
-                       "its study's model and write it to DIR (loadable with from_pretrained).")
+                       "its study's model (refused if the model's fingerprint differs from the "
+                       "recorded one) and write it to DIR (loadable with from_pretrained). The "
+                       "export is written beside DIR and renamed into place; DIR may not hold "
+                       "the store, the source model or the current directory.")
     p.add_argument("candidate", type=int, metavar="CANDIDATE", help="candidate id (see `show`)")
     p.add_argument("directory", metavar="DIR")
     p.add_argument("--verify", action="store_true",
                    help="reload DIR with from_pretrained and compare its perplexity with the "
-                   "recorded one")
-    p.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+                   "recorded one (exit 1 on a mismatch, or when there is none recorded)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous export in DIR (refused if DIR holds any file an "
+                   "export did not write)")
+    _allow_changed_arg(p)
     _model_args(p)
     _store_arg(p)
     p.set_defaults(handler="prunestudio.engine.cli:cmd_export")
@@ -147,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N examples per task (a proxy: recorded as fidelity 'proxy')")
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
+    _allow_changed_arg(p)
     _model_args(p)
     _store_arg(p)
     _json_arg(p)
@@ -172,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _json_arg(p)
     p.set_defaults(handler="prunestudio.engine.bench:cmd_bench")
+
+    p = sub.add_parser("backup", help="copy a store into one consistent file, while studies run",
+                       description="Copy STORE to DEST through SQLite's online backup API: one "
+                       "self-contained file (no -wal / -shm beside it) holding every committed "
+                       "result, consistent even while studies write. DEST must not exist.")
+    p.add_argument("source", metavar="STORE", help="the store to copy")
+    p.add_argument("dest", metavar="DEST", help="the new file (refused if it exists)")
+    p.add_argument("--lock-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for a writer's lock (default 30)")
+    p.set_defaults(handler="prunestudio.engine.cli:cmd_backup")
 
     p = sub.add_parser("methods", help="list the registered pruning methods and their options")
     p.set_defaults(handler="prunestudio.engine.cli:cmd_methods")
@@ -214,18 +257,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(_resolve(args.handler)(args) or 0)
-    except (ValueError, StoreError, FileNotFoundError) as exc:
-        # Bad input (config, model, spec, store...): the message names what and what is allowed.
-        if os.environ.get("PRUNESTUDIO_DEBUG"):
-            raise
-        print(f"prunestudio {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # `prunestudio show 1 --json | head`
         sys.stderr.close()
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("interrupted; resume with `prunestudio run --resume STUDY`", file=sys.stderr)
-        return 130
+    except (ValueError, StoreError, OSError) as exc:
+        # Bad input (config, model, spec, store, paths...): the message names what is wrong
+        # and what is allowed.
+        if os.environ.get("PRUNESTUDIO_DEBUG"):
+            raise
+        print(f"prunestudio {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        hint = getattr(exc, "hint", None)
+        print(f"prunestudio {args.command}: {hint or 'interrupted'}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+
+
+def _message(exc: BaseException) -> str:
+    """An OSError names its path and cause (`[Errno 28]` alone says little)."""
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, FileNotFoundError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,15 +8,24 @@ Imports nothing else of Prune Studio and no torch, so UIs start fast::
 """
 
 from . import queries
+from .backup import BackupInfo, backup_store
 from .canonical import canonical_json, spec_hash
 from .db import Store, open_store
 from .errors import (
     SchemaTooNewError,
+    StoreBackupError,
+    StoreCorruptError,
+    StoreDatabaseError,
     StoreError,
+    StoreFullError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreNotWritableError,
+    StorePathError,
     StoreReadOnlyError,
 )
+from .heartbeat import Heartbeat
+from .liveness import HEARTBEAT_INTERVAL, STALE_AFTER
 from .queries import (
     best_candidate,
     candidates_since,
@@ -25,13 +34,16 @@ from .queries import (
     list_workers,
     metrics_long,
     metrics_table,
+    stale_running,
     studies_since,
 )
 from .records import (
     CANDIDATE_STATUSES,
     EVENT_LEVELS,
     FIDELITIES,
+    SEARCH_KINDS,
     STUDY_STATUSES,
+    STUDY_TERMINAL,
     metric_key,
     task_metric_title,
 )
@@ -42,13 +54,26 @@ __all__ = [
     "CANDIDATE_STATUSES",
     "EVENT_LEVELS",
     "FIDELITIES",
+    "HEARTBEAT_INTERVAL",
+    "SEARCH_KINDS",
+    "STALE_AFTER",
     "STUDY_STATUSES",
+    "STUDY_TERMINAL",
+    "BackupInfo",
+    "Heartbeat",
     "SchemaTooNewError",
     "Store",
+    "StoreBackupError",
+    "StoreCorruptError",
+    "StoreDatabaseError",
     "StoreError",
+    "StoreFullError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "StoreNotWritableError",
+    "StorePathError",
     "StoreReadOnlyError",
+    "backup_store",
     "best_candidate",
     "candidates_since",
     "canonical_json",
@@ -62,5 +87,6 @@ __all__ = [
     "open_store",
     "queries",
     "spec_hash",
+    "stale_running",
     "studies_since",
 ]

@@ -9,15 +9,17 @@ seq N has seen everything up to N (what makes the ``*_since`` cursors in ``queri
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from time import monotonic, sleep  # not through `time`: tests may fake time.time only
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .canonical import canonical_json, spec_hash
 from .errors import (
@@ -25,8 +27,14 @@ from .errors import (
     StoreError,
     StoreLockedError,
     StoreNotFoundError,
+    StoreNotWritableError,
+    StorePathError,
     StoreReadOnlyError,
+    db_error,
+    not_writable_error,
+    unwritable_reason,
 )
+from .liveness import pid_alive, this_host
 from .records import (
     CANDIDATE_STATUSES,
     EVENT_LEVELS,
@@ -50,6 +58,8 @@ from .schema import (
 if TYPE_CHECKING:  # sqlite_utils pulls in pandas when installed: imported only to migrate
     from sqlite_utils import Database
 
+    from .backup import BackupInfo
+
 __all__ = [
     "Store",
     "open_store",
@@ -61,15 +71,23 @@ __all__ = [
 ]
 
 
-def _locked(path: Path, exc: sqlite3.OperationalError) -> StoreError:
-    return StoreLockedError(
-        f"store {path} is locked ({exc}): another process holds a write lock for longer than "
-        "the busy timeout; wait for it to finish or raise open_store(..., timeout=)"
-    )
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _is_locked(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+def _guarded(fn: F) -> F:
+    """Turn any SQLite error escaping a Store method into a StoreError subclass naming the
+    store (the transaction, if any, was rolled back by :meth:`Store.transaction`)."""
+
+    @functools.wraps(fn)
+    def inner(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except StoreError:
+            raise
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
+
+    return inner  # type: ignore[return-value]
 
 
 def _opt_json(value: Mapping[str, Any] | None, field: str) -> str | None:
@@ -98,16 +116,39 @@ class Store:
     """A connection to one store file. Use :func:`open_store` to get one.
 
     Write methods run one short transaction each (group several with :meth:`transaction`).
-    Rows come back as plain dicts with JSON columns decoded.
+    Rows come back as plain dicts with JSON columns decoded. Every SQLite error comes out as
+    a :class:`StoreError` subclass naming the store (see ``errors``).
+
+    WAL checkpoints: SQLite copies the ``-wal`` file back into the database file only when
+    the WAL reaches 1000 pages or when the *last* connection closes. A store watched by a UI
+    keeps a reader attached, so the results of a short study could live in the ``-wal`` only,
+    and a copy of the ``.db`` alone would lose them. A read-write Store therefore runs a
+    PASSIVE checkpoint at most every :attr:`checkpoint_every` seconds after a write and on
+    :meth:`close` (see there for why PASSIVE).
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    checkpoint_every = 30.0  # seconds between two periodic checkpoints while writing
+    close_checkpoint_wait = 1.0  # seconds close() retries a checkpoint a reader held back
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool,
+                 timeout: float | None = None, immutable: bool = False) -> None:
         self.conn = conn
         self.path = path
         self.readonly = readonly
+        self.timeout = timeout
+        # opened with SQLite's immutable=1 (a store on a read-only medium): changes made
+        # elsewhere are not seen
+        self.immutable = immutable
+        self.checkpoint_error: StoreError | None = None  # the last failed periodic checkpoint
         self._db: Database | None = None
+        self._closed = False
+        self._last_checkpoint = monotonic()
 
     # -- connection ---------------------------------------------------------------------------
+
+    def error(self, exc: sqlite3.Error, doing: str | None = None) -> StoreError:
+        """The StoreError for an SQLite error on this store."""
+        return db_error(self.path, exc, doing, self.timeout)
 
     @property
     def db(self) -> Database:
@@ -122,8 +163,81 @@ class Store:
     def schema_version(self) -> int | None:
         return stored_schema_version(self.conn)
 
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Run ``PRAGMA wal_checkpoint(mode)``; return SQLite's (busy, WAL frames, frames
+        checkpointed). Frames checkpointed == WAL frames: the database file alone holds every
+        committed transaction. (0, -1, -1): the store is not in WAL mode."""
+        mode = mode.upper()
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE; "
+                             f"got {mode!r}")
+        try:
+            row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            raise self.error(exc, "checkpoint") from exc
+        self._last_checkpoint = monotonic()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _maybe_checkpoint(self) -> None:
+        """After a write: a PASSIVE checkpoint when the last one is ``checkpoint_every`` s
+        old. A failure is kept in ``checkpoint_error``, never raised: the data is safe in the
+        WAL, and the write that triggered this has committed."""
+        if monotonic() - self._last_checkpoint < self.checkpoint_every:
+            return
+        try:
+            self.checkpoint("PASSIVE")
+            self.checkpoint_error = None
+        except StoreError as exc:
+            self._last_checkpoint = monotonic()
+            self.checkpoint_error = exc
+
+    def _final_checkpoint(self) -> None:
+        # PASSIVE, retried briefly, rather than FULL: PASSIVE copies every frame that no
+        # reader still needs, without taking the write lock and without waiting. Readers
+        # that are attached but idle (a TUI between two polls, `show` loops: no open read
+        # transaction) hold no WAL read mark, so it completes at once. A reader inside a read
+        # transaction pins the frames after its snapshot: we retry for up to
+        # `close_checkpoint_wait` seconds (its snapshot is short), then give up — what is
+        # left stays safe in the WAL and the next checkpoint takes it. FULL would instead
+        # block every other writer behind the busy handler until *all* readers move to the
+        # latest snapshot (up to the whole busy timeout with a long-running reader such as
+        # an export), stalling the other workers of the study.
+        if self.conn.in_transaction:
+            return
+        deadline = monotonic() + self.close_checkpoint_wait
+        delay = 0.01
+        while True:
+            try:
+                _, log, done = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                return  # safe in the WAL; the next writer or opener recovers it
+            if log < 0 or done >= log or monotonic() >= deadline:
+                return
+            sleep(delay)
+            delay = min(0.2, delay * 2)
+
     def close(self) -> None:
-        self.conn.close()
+        """Close the connection; a read-write store first checkpoints its WAL into the
+        database file (so a copy of the ``.db`` file alone holds every committed result)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.readonly:
+                self._final_checkpoint()
+        finally:
+            self.conn.close()
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupInfo:
+        """One consistent, self-contained copy of this store at ``dest`` (a new file), taken
+        with SQLite's online backup API while others keep writing; see
+        :func:`~.backup.backup_store`."""
+        from .backup import backup_connection
+
+        if self.conn.in_transaction:
+            raise StoreError(f"cannot back up store {self.path} inside a transaction",
+                             path=self.path)
+        return backup_connection(self.conn, self.path, dest)
 
     def __enter__(self) -> Store:
         return self
@@ -137,12 +251,24 @@ class Store:
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r}{' read-only' if self.readonly else ''}>"
 
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # SQLite may have rolled back already (disk full, I/O)
+                pass
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``); nested use becomes a savepoint."""
+        """One write transaction (``BEGIN IMMEDIATE``); nested use becomes a savepoint.
+
+        On any error the transaction is rolled back and the connection stays usable (e.g.
+        after a full disk, once space is freed); SQLite errors come out as StoreError
+        subclasses (:class:`StoreFullError`, :class:`StoreLockedError`, ...)."""
         if self.readonly:
             raise StoreReadOnlyError(
-                f"store {self.path} was opened read-only; open it with readonly=False to write"
+                f"store {self.path} was opened read-only; open it with readonly=False to write",
+                path=self.path,
             )
         conn = self.conn
         if conn.in_transaction:
@@ -151,24 +277,27 @@ class Store:
                 yield conn
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK TO store_write")
-                    conn.execute("RELEASE store_write")
+                    try:
+                        conn.execute("ROLLBACK TO store_write")
+                        conn.execute("RELEASE store_write")
+                    except sqlite3.Error:
+                        pass  # the outer transaction is rolled back by its own handler
                 raise
             conn.execute("RELEASE store_write")
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise (_locked(self.path, exc) if _is_locked(exc) else exc) from exc
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if _is_locked(exc):
-                raise _locked(self.path, exc) from exc  # type: ignore[arg-type]
+            self._rollback()
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, StoreError):
+                raise self.error(exc) from exc
             raise
+        self._maybe_checkpoint()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -177,16 +306,22 @@ class Store:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN")
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
         try:
             yield conn
-        except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
-                raise _locked(self.path, exc) from exc
-            raise
+        except sqlite3.Error as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise self.error(exc) from exc
         finally:
             if conn.in_transaction:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    self._rollback()
 
     def _seq(self, n: int = 1) -> int:
         """Reserve ``n`` consecutive change numbers; return the first (inside a write)."""
@@ -208,6 +343,7 @@ class Store:
 
     # -- studies ------------------------------------------------------------------------------
 
+    @_guarded
     def create_study(
         self, *, name: str | None, kind: str, model: str, config: Mapping[str, Any],
         seed: int | None = None, budget: int | None = None,
@@ -259,6 +395,7 @@ class Store:
         listed = ", ".join(f"{r['name']} (id {r['id']})" for r in known) or "none yet"
         return StoreError(f"no study {key!r} in {self.path}; known: {listed}")
 
+    @_guarded
     def get_study(self, study_id_or_name: int | str) -> dict[str, Any]:
         """The study row (config decoded), by id or by name."""
         row = self._study_row(study_id_or_name)
@@ -266,6 +403,7 @@ class Store:
             raise self._no_study(study_id_or_name)
         return decode_study(row)
 
+    @_guarded
     def set_study_status(self, study_id: int, status: str, *, error: str | None = None) -> None:
         """Set status (one of STUDY_STATUSES) and ``error`` (None clears it). The first
         'running' sets started_at; a terminal status sets finished_at; 'running' clears it."""
@@ -285,6 +423,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
+    @_guarded
     def request_cancel(self, study_id: int, reason: str) -> None:
         """Ask the runner to stop the study after its current candidate."""
         _text(reason, "cancel reason")
@@ -296,6 +435,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
+    @_guarded
     def clear_cancel(self, study_id: int) -> None:
         """Forget a cancel request (e.g. when the user resumes the study)."""
         with self.transaction() as c:
@@ -305,6 +445,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
+    @_guarded
     def cancel_requested(self, study_id: int) -> str | None:
         """The pending cancel reason of the study, or None."""
         row = self.conn.execute(
@@ -316,6 +457,7 @@ class Store:
 
     # -- candidates ---------------------------------------------------------------------------
 
+    @_guarded
     def add_candidate(
         self, study_id: int, spec: Mapping[str, Any], *, origin: str,
         parents: Sequence[int] | None = None, generation: int | None = None,
@@ -361,6 +503,7 @@ class Store:
             raise StoreError(f"no candidate with id {candidate_id} in {self.path}")
         return found[0]
 
+    @_guarded
     def start_candidate(self, candidate_id: int, *, worker: str | None = None) -> bool:
         """Mark a 'pending' (or 'failed', to retry) candidate 'running'. Returns False and
         changes nothing when it is in any other status (e.g. another worker took it)."""
@@ -376,6 +519,7 @@ class Store:
             self._touch(row["study_id"], [candidate_id])
             return True
 
+    @_guarded
     def claim_candidate(self, study_id: int, *, worker: str) -> dict[str, Any] | None:
         """Atomically take the lowest-idx pending candidate (for several workers); return it
         (now 'running') or None when nothing is pending."""
@@ -420,6 +564,7 @@ class Store:
             out.append(norm)
         return out
 
+    @_guarded
     def finish_candidate(
         self, candidate_id: int, *, metrics: Sequence[Mapping[str, Any]],
         timings: Mapping[str, float] | None = None, info: Mapping[str, Any] | None = None,
@@ -447,6 +592,7 @@ class Store:
             )
             self._touch(row["study_id"], [candidate_id])
 
+    @_guarded
     def add_metrics(self, candidate_id: int, metrics: Sequence[Mapping[str, Any]]) -> None:
         """Add or replace metrics (same key: name, dataset, split, seqlen, fidelity, role)."""
         norm = self._normalise(metrics)
@@ -467,6 +613,7 @@ class Store:
             )
             self._touch(row["study_id"], [candidate_id])
 
+    @_guarded
     def fail_candidate(
         self, candidate_id: int, *, error: str, timings: Mapping[str, float] | None = None,
         info: Mapping[str, Any] | None = None,
@@ -474,12 +621,14 @@ class Store:
         """Mark the candidate 'failed' with its error message (metrics already stored stay)."""
         self._end(candidate_id, "failed", _text(error, "error"), timings, info)
 
+    @_guarded
     def skip_candidate(
         self, candidate_id: int, *, reason: str, info: Mapping[str, Any] | None = None
     ) -> None:
         """Mark the candidate 'skipped' (reason kept in ``error``, e.g. an equivalent mask)."""
         self._end(candidate_id, "skipped", _text(reason, "reason"), None, info)
 
+    @_guarded
     def reset_running(self, study_id: int) -> list[int]:
         """After a crash: candidates still 'running' go back to 'pending' and lose any partial
         metrics. Returns their ids (in idx order)."""
@@ -500,6 +649,7 @@ class Store:
                 self._touch(study_id, ids)
         return ids
 
+    @_guarded
     def candidates(
         self, study_id: int, *, status: str | None = None, with_metrics: bool = False
     ) -> list[dict[str, Any]]:
@@ -516,6 +666,7 @@ class Store:
                     r["metrics"] = by_id[r["id"]]
         return found
 
+    @_guarded
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         """One candidate with its ``metrics`` list."""
         with self.snapshot() as c:
@@ -523,6 +674,7 @@ class Store:
             out["metrics"] = metrics_for(c, [candidate_id])[candidate_id]
         return out
 
+    @_guarded
     def candidate_by_hash(self, study_id: int, spec_hash: str) -> dict[str, Any] | None:
         """The candidate of this study with this spec hash (with metrics), or None."""
         row = self.conn.execute(
@@ -533,6 +685,7 @@ class Store:
 
     # -- events, artifacts, workers -----------------------------------------------------------
 
+    @_guarded
     def add_event(
         self, study_id: int, message: str, *, level: str = "info",
         candidate_id: int | None = None, progress: float | None = None,
@@ -550,6 +703,7 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
+    @_guarded
     def add_artifact(
         self, candidate_id: int, *, kind: str, path: str | os.PathLike[str],
         hash: str | None = None, bytes: int | None = None,
@@ -565,21 +719,54 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
+    @_guarded
     def artifacts(self, candidate_id: int) -> list[dict[str, Any]]:
         return rows(self.conn, "SELECT * FROM artifacts WHERE candidate_id = ? ORDER BY id",
                     (candidate_id,))
 
-    def heartbeat(self, worker: str, *, study_id: int, candidate_id: int | None = None) -> None:
-        """Record that ``worker`` is alive (and what it is working on)."""
+    @_guarded
+    def heartbeat(
+        self, worker: str, *, study_id: int, candidate_id: int | None = None,
+        keep_candidate: bool = False, host: str | None = None, pid: int | None = None,
+    ) -> None:
+        """Record that ``worker`` is alive (and what it is working on). ``keep_candidate``
+        leaves an existing row's candidate as it is (a background beat). ``host`` / ``pid``
+        default to this host and process."""
         _text(worker, "worker")
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO workers (name, study_id, candidate_id, heartbeat, host, pid)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " study_id = excluded.study_id, candidate_id = excluded.candidate_id,"
+                " study_id = excluded.study_id, candidate_id = CASE WHEN ?"
+                " AND workers.study_id IS excluded.study_id THEN workers.candidate_id"
+                " ELSE excluded.candidate_id END,"
                 " heartbeat = excluded.heartbeat, host = excluded.host, pid = excluded.pid",
-                (worker, study_id, candidate_id, time.time(), socket.gethostname(), os.getpid()),
+                (worker, study_id, candidate_id, time.time(),
+                 this_host() if host is None else host, os.getpid() if pid is None else pid,
+                 bool(keep_candidate)),
             )
+
+    @_guarded
+    def remove_worker(self, name: str) -> bool:
+        """Delete the ``workers`` row ``name`` (a runner that ends); True if there was one."""
+        with self.transaction() as c:
+            return c.execute("DELETE FROM workers WHERE name = ?", (name,)).rowcount > 0
+
+    @_guarded
+    def remove_dead_workers(self, study_id: int | None = None) -> list[str]:
+        """Delete the worker rows written on this host by processes that no longer exist
+        (of one study, or of all); return their names. Rows of other hosts are kept: only
+        their heartbeat's age tells (see ``liveness``). For ``--resume``."""
+        host = this_host()
+        sql, params = "SELECT name, pid FROM workers WHERE host = ?", [host]
+        if study_id is not None:
+            sql, params = sql + " AND study_id = ?", [host, study_id]
+        with self.transaction() as c:
+            dead = [name for name, pid in c.execute(sql, params).fetchall()
+                    if pid is not None and not pid_alive(pid)]
+            for name in dead:
+                c.execute("DELETE FROM workers WHERE name = ?", (name,))
+        return dead
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -606,18 +793,112 @@ def _check_version(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         if readonly:
             raise StoreError(
                 f"{path} is not an initialised Prune Studio store (empty, or made by another "
-                "program); a store is created by opening it read-write, e.g. by running a study"
+                "program); a store is created by opening it read-write, e.g. by running a study",
+                path=path,
             )
         if others:
             raise StoreError(
                 f"{path} is an SQLite database but not a Prune Studio store "
-                f"(tables: {', '.join(sorted(others)[:10])}); refusing to add tables to it"
+                f"(tables: {', '.join(sorted(others)[:10])}); refusing to add tables to it",
+                path=path,
             )
     elif readonly and found < SCHEMA_VERSION:
         raise StoreError(
             f"store {path} has schema version {found}, older than this prunestudio's "
-            f"{SCHEMA_VERSION}; open it once read-write to upgrade it"
+            f"{SCHEMA_VERSION}; open it once read-write to upgrade it", path=path,
         )
+
+
+# Kernel file systems: nothing written there is a file on a disk.
+_VIRTUAL_FOLDERS = (Path("/proc"), Path("/sys"))
+
+
+def _check_path(p: Path) -> None:
+    """Refuse paths that cannot name a store file, whatever the mode."""
+    try:
+        resolved = p.resolve(strict=False)
+    except (OSError, RuntimeError):  # a symlink loop: let the open itself report it
+        resolved = p.absolute()
+    for top in _VIRTUAL_FOLDERS:
+        if resolved == top or top in resolved.parents:
+            raise StorePathError(
+                f"store path {p}: the folder {top} holds the kernel's virtual files and is "
+                "not a place for a store; give a path in an ordinary folder, e.g. "
+                "runs/prunestudio.db", path=p,
+            )
+    if p.is_dir():
+        raise StorePathError(
+            f"store path {p} is a folder; give a file path such as {p / 'prunestudio.db'}",
+            path=p,
+        )
+
+
+def _make_folder(p: Path) -> None:
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise StorePathError(
+            f"cannot create store {p}: {exc.filename or p.parent} is a file, not a folder",
+            path=p, cause=exc,
+        ) from exc
+    except OSError as exc:
+        raise not_writable_error(
+            p, f"cannot create the folder {p.parent} ({exc.strerror or exc})", exc
+        ) from exc
+
+
+def _medium_readonly(p: Path) -> bool:
+    try:
+        return bool(os.statvfs(p.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _open_readonly(p: Path, timeout: float, check_same_thread: bool
+                   ) -> tuple[sqlite3.Connection, bool]:
+    """A read-only connection and whether it is ``immutable``.
+
+    ``mode=ro`` first: it follows the writers' changes. A store in WAL mode needs its
+    ``-shm`` file for that, which SQLite creates when missing; on a read-only medium it
+    cannot, and the open fails. Then, when the medium really is read-only (nobody can change
+    the file) and no ``-wal`` holds changes the database file lacks, ``immutable=1`` reads the
+    database file as it is (without locks or change detection — nothing can change)."""
+    uri = p.resolve().as_uri()
+
+    def attempt(query: str) -> sqlite3.Connection:
+        conn = _connect(f"{uri}?{query}", uri=True, timeout=timeout,
+                        check_same_thread=check_same_thread)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    try:
+        return attempt("mode=ro"), False
+    except sqlite3.Error as exc:
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_CANTOPEN"):
+            raise
+        wal = p.with_name(p.name + "-wal")
+        if _medium_readonly(p):
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreNotWritableError(
+                    f"cannot read store {p}: it is on a read-only medium and its last changes "
+                    f"are in {wal.name}, which SQLite can only read with a {p.name}-shm file "
+                    f"beside it; copy {p.name} and {wal.name} to a writable folder and open "
+                    "the copy, or make a self-contained copy with `prunestudio backup` where "
+                    "the store was written", path=p, cause=exc,
+                ) from exc
+            return attempt("mode=ro&immutable=1"), True
+        reason = unwritable_reason(p)
+        if reason is None:
+            raise
+        raise StoreNotWritableError(
+            f"cannot read store {p} ({exc}): {reason}, and SQLite must create "
+            f"{p.name}-shm there to read a store in WAL mode; open a copy in a writable "
+            "folder, or ask the store's owner", path=p, cause=exc,
+        ) from exc
 
 
 def open_store(
@@ -627,22 +908,39 @@ def open_store(
     """Open (read-write: create and migrate) the store at ``path``.
 
     Read-write: parent folders are created, WAL is switched on, pending migrations are applied
-    under the write lock. Read-only (for UIs): the file must exist and be initialised. Either
-    way a file written by a newer schema raises :class:`SchemaTooNewError` before anything is
-    changed. ``timeout`` is the busy timeout in seconds. Pass ``check_same_thread=False`` to
-    share one read-only store between threads.
+    under the write lock. Read-only (for UIs): the file must exist and be initialised; it may
+    be on a read-only medium. Either way a file written by a newer schema raises
+    :class:`SchemaTooNewError` before anything is changed. ``timeout`` is the busy timeout in
+    seconds. Pass ``check_same_thread=False`` to share one read-only store between threads.
+
+    Errors are :class:`StoreError` subclasses: :class:`StorePathError` (a folder, a path
+    under /proc or /sys), :class:`StoreNotFoundError`, :class:`StoreNotWritableError` (a
+    read-write open of a store that cannot be written), :class:`StoreLockedError`,
+    :class:`StoreCorruptError`, :class:`SchemaTooNewError`, ...
     """
     p = Path(path).expanduser()
+    _check_path(p)
     if readonly and not p.is_file():
         raise StoreNotFoundError(
             f"no store at {p}: a read-only open does not create one (check the path, or run a "
-            "study first)"
+            "study first)", path=p,
         )
     if not readonly:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    target = f"{p.resolve().as_uri()}?mode=ro" if readonly else str(p)
-    conn = _connect(target, uri=readonly, timeout=timeout, check_same_thread=check_same_thread)
-    store = Store(conn, p, readonly=readonly)
+        _make_folder(p)
+        reason = unwritable_reason(p)
+        if reason is not None:
+            raise not_writable_error(p, reason)
+    try:
+        if readonly:
+            conn, immutable = _open_readonly(p, timeout, check_same_thread)
+        else:
+            conn, immutable = _connect(str(p), uri=False, timeout=timeout,
+                                       check_same_thread=check_same_thread), False
+    except StoreError:
+        raise
+    except sqlite3.Error as exc:
+        raise db_error(p, exc, "open", timeout) from exc
+    store = Store(conn, p, readonly=readonly, timeout=timeout, immutable=immutable)
     try:
         _check_version(conn, p, readonly=readonly)
         if not readonly:
@@ -652,11 +950,11 @@ def open_store(
                     _check_version(conn, p, readonly=False)  # again, under the write lock
                     apply_migrations(store.db)
         return store
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
         conn.close()
-        if _is_locked(exc):
-            raise _locked(p, exc) from exc  # type: ignore[arg-type]
-        raise StoreError(f"cannot open store {p}: {exc}") from exc
+        if isinstance(exc, StoreError):
+            raise
+        raise db_error(p, exc, "open", timeout) from exc
     except BaseException:
         conn.close()
         raise

@@ -8,14 +8,28 @@ Each function reads one consistent snapshot.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .db import Store
-from .records import decode_candidate, decode_metric, decode_study, metric_key, rows
+from .errors import StoreError
+from .liveness import this_host, worker_stale
+from .records import (
+    decode_candidate,
+    decode_metric,
+    decode_study,
+    in_budget_sql,
+    metric_key,
+    rows,
+)
 
 __all__ = [
     "list_studies",
     "studies_since",
+    "stale_running",
     "candidates_since",
     "events_since",
     "metrics_table",
@@ -25,43 +39,124 @@ __all__ = [
     "list_workers",
 ]
 
-_COUNTS = """
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(fn: F) -> F:
+    """SQLite errors of a query come out as StoreError subclasses naming the store."""
+
+    @functools.wraps(fn)
+    def inner(store: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(store, *args, **kwargs)
+        except StoreError:
+            raise
+        except sqlite3.Error as exc:
+            raise store.error(exc) from exc
+
+    return inner  # type: ignore[return-value]
+
+
+_COUNTS = f"""
 SELECT s.*,
        COUNT(c.id) AS n_total,
        COALESCE(SUM(c.status = 'done'), 0) AS n_done,
        COALESCE(SUM(c.status = 'failed'), 0) AS n_failed,
        COALESCE(SUM(c.status = 'pending'), 0) AS n_pending,
        COALESCE(SUM(c.status = 'running'), 0) AS n_running,
-       COALESCE(SUM(c.status = 'skipped'), 0) AS n_skipped
+       COALESCE(SUM(c.status = 'skipped'), 0) AS n_skipped,
+       COALESCE(SUM({in_budget_sql("c", "s.kind")}), 0) AS n_budget_used
 FROM studies s LEFT JOIN candidates c ON c.study_id = s.id
 """
 
 
-def list_studies(store: Store) -> list[dict[str, Any]]:
+def _workers_of_running(c: sqlite3.Connection, study_ids: list[int] | None = None
+                        ) -> dict[int, list[dict[str, Any]]]:
+    """Worker rows of the studies whose status is 'running' (all of them when ``study_ids``
+    is None), by study id; a running study without any worker row maps to []."""
+    sql = "SELECT id FROM studies WHERE status = 'running'"
+    params: list[Any] = []
+    if study_ids is not None:
+        if not study_ids:
+            return {}
+        sql += f" AND id IN ({','.join('?' * len(study_ids))})"
+        params = list(study_ids)
+    out: dict[int, list[dict[str, Any]]] = {int(r[0]): [] for r in c.execute(sql, params)}
+    if out:
+        marks = ",".join("?" * len(out))
+        for w in rows(c, f"SELECT * FROM workers WHERE study_id IN ({marks})", list(out)):
+            out[int(w["study_id"])].append(w)
+    return out
+
+
+def _stale_flags(c: sqlite3.Connection, study_ids: list[int] | None, now: float | None
+                 ) -> dict[int, bool]:
+    now = time.time() if now is None else now
+    host = this_host()
+    return {sid: all(worker_stale(w, now, host) for w in workers)
+            for sid, workers in _workers_of_running(c, study_ids).items()}
+
+
+def _with_counts(c: sqlite3.Connection, found: list[dict[str, Any]], now: float | None
+                 ) -> list[dict[str, Any]]:
+    flags = _stale_flags(c, [int(r["id"]) for r in found if r["status"] == "running"], now)
+    out = []
+    for r in found:
+        d = decode_study(r)
+        d["stale"] = flags.get(int(r["id"]), False)
+        out.append(d)
+    return out
+
+
+@_guarded
+def list_studies(store: Store, now: float | None = None) -> list[dict[str, Any]]:
     """Every study (ordered by id) with candidate counts n_total, n_done, n_failed,
-    n_pending, n_running, n_skipped — one aggregate query."""
+    n_pending, n_running, n_skipped, ``n_budget_used`` (candidates that spent the study's
+    budget: real fitness evaluations of a gp / random search, finished candidates of any
+    other kind — see ``records.in_budget_sql``; the progress to show is n_budget_used /
+    budget) and ``stale`` (True: status 'running' but no live worker — see ``liveness``;
+    ``now`` defaults to the current time) — one aggregate query."""
     with store.snapshot() as c:
-        return [decode_study(r) for r in rows(c, _COUNTS + " GROUP BY s.id ORDER BY s.id")]
+        return _with_counts(c, rows(c, _COUNTS + " GROUP BY s.id ORDER BY s.id"), now)
 
 
-def studies_since(store: Store, after_seq: int) -> tuple[list[dict[str, Any]], int]:
-    """Studies (with counts, as in :func:`list_studies`) that changed after ``after_seq`` —
-    a study's seq also moves when any of its candidates changes — and the new cursor."""
+@_guarded
+def studies_since(store: Store, after_seq: int, now: float | None = None
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """Studies (with counts and ``stale``, as in :func:`list_studies`) that changed after
+    ``after_seq`` — a study's seq also moves when any of its candidates changes — and the new
+    cursor. A study turns stale without changing (its runner died): poll
+    :func:`stale_running` for that."""
     with store.snapshot() as c:
         found = rows(
             c, _COUNTS + " WHERE s.updated_seq > ? GROUP BY s.id ORDER BY s.updated_seq",
             (after_seq,),
         )
+        out = _with_counts(c, found, now)
     cursor = max((r["updated_seq"] for r in found), default=after_seq)
-    return [decode_study(r) for r in found], cursor
+    return out, cursor
 
 
+@_guarded
+def stale_running(store: Store, now: float | None = None,
+                  study_ids: list[int] | None = None) -> dict[int, bool]:
+    """``{study id: stale}`` for every study whose status is 'running' (or those of
+    ``study_ids`` that are): stale when none of its worker rows has a heartbeat younger than
+    ``liveness.STALE_AFTER`` seconds from a process still alive (on this host). Cheap: reads
+    the running studies' ids and their worker rows."""
+    with store.snapshot() as c:
+        return _stale_flags(c, study_ids, now)
+
+
+@_guarded
 def candidates_since(
     store: Store, study_id: int | None, after_seq: int, limit: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """Candidates whose ``updated_seq`` > ``after_seq`` (oldest change first, at most
-    ``limit``), each with its ``metrics`` list, and the new cursor. ``study_id=None``: all
-    studies. Every change has its own seq, so paging with ``limit`` never skips a row."""
+    ``limit``), each with its ``metrics`` list and ``in_budget`` (1 when it spent one unit of
+    its study's budget: see ``records.in_budget_sql``), and the new cursor.
+    ``study_id=None``: all studies. Every change has its own seq, so paging with ``limit``
+    never skips a row."""
     where, params = "c.updated_seq > ?", [after_seq]
     if study_id is not None:
         where, params = "c.study_id = ? AND c.updated_seq > ?", [study_id, after_seq]
@@ -70,7 +165,9 @@ def candidates_since(
             decode_candidate(r)
             for r in rows(
                 conn,
-                f"SELECT c.* FROM candidates c WHERE {where} ORDER BY c.updated_seq LIMIT ?",
+                f"SELECT c.*, {in_budget_sql('c', 's.kind')} AS in_budget FROM candidates c"
+                f" JOIN studies s ON s.id = c.study_id WHERE {where}"
+                " ORDER BY c.updated_seq LIMIT ?",
                 [*params, -1 if limit is None else limit],
             )
         ]
@@ -91,6 +188,7 @@ def candidates_since(
     return found, cursor
 
 
+@_guarded
 def events_since(
     store: Store, study_id: int, after_id: int, limit: int = 1000
 ) -> tuple[list[dict[str, Any]], int]:
@@ -103,6 +201,7 @@ def events_since(
     return found, (found[-1]["id"] if found else after_id)
 
 
+@_guarded
 def metrics_long(store: Store, study_id: int) -> list[dict[str, Any]]:
     """Long format: one row per metric, with its candidate's idx, status, origin, generation
     and the metric's ``key`` (see :func:`metrics_table`). Best for charts."""
@@ -122,6 +221,7 @@ def metrics_long(store: Store, study_id: int) -> list[dict[str, Any]]:
     return out
 
 
+@_guarded
 def metrics_table(store: Store, study_id: int) -> list[dict[str, Any]]:
     """Wide format: one row per candidate (ordered by idx) with id, idx, status, origin,
     generation, spec_hash, spec, error, plus one column per metric named
@@ -147,6 +247,7 @@ def metrics_table(store: Store, study_id: int) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+@_guarded
 def best_candidate(
     store: Store, study_id: int, metric: str = "ppl", role: str | None = None,
     lower_is_better: bool = True, *, dataset: str | None = None, split: str | None = None,
@@ -184,6 +285,7 @@ def best_candidate(
     return out
 
 
+@_guarded
 def best_metrics(
     store: Store, study_ids: list[int] | None = None, metric: str = "ppl",
     lower_is_better: bool = True, exclude_methods: tuple[str, ...] = (),
@@ -224,9 +326,18 @@ def best_metrics(
     return out
 
 
-def list_workers(store: Store, study_id: int | None = None) -> list[dict[str, Any]]:
-    """Worker heartbeats (name, study_id, candidate_id, heartbeat, host, pid), newest first."""
+@_guarded
+def list_workers(store: Store, study_id: int | None = None, now: float | None = None
+                 ) -> list[dict[str, Any]]:
+    """Worker heartbeats (name, study_id, candidate_id, heartbeat, host, pid), newest first,
+    each with ``stale``: heartbeat older than ``liveness.STALE_AFTER`` seconds before ``now``
+    (default: the current time), or written on this host by a process that is gone."""
     sql, params = "SELECT * FROM workers", []
     if study_id is not None:
         sql, params = sql + " WHERE study_id = ?", [study_id]
-    return rows(store.conn, sql + " ORDER BY heartbeat DESC", params)
+    found = rows(store.conn, sql + " ORDER BY heartbeat DESC", params)
+    now = time.time() if now is None else now
+    host = this_host()
+    for w in found:
+        w["stale"] = worker_stale(w, now, host)
+    return found

@@ -25,13 +25,51 @@ __all__ = [
     "metric_key",
     "check_choice",
     "metrics_for",
+    "SEARCH_KINDS",
+    "FITNESS_METRIC",
+    "in_budget_sql",
 ]
 
-STUDY_STATUSES = ("created", "running", "finished", "failed", "cancelled")
-STUDY_TERMINAL = ("finished", "failed", "cancelled")
+# 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').
+# A 'running' study whose runner died without a word is shown as 'stale' (see liveness.py):
+# 'stale' is never stored.
+STUDY_STATUSES = ("created", "running", "finished", "failed", "cancelled", "interrupted")
+STUDY_TERMINAL = ("finished", "failed", "cancelled", "interrupted")
 CANDIDATE_STATUSES = ("pending", "running", "done", "failed", "skipped")
 EVENT_LEVELS = ("info", "warning", "error")
 FIDELITIES = ("proxy", "full")
+
+# -- what a study's budget counts -----------------------------------------------------------
+# Search studies (kinds gp, random) have a budget of REAL fitness evaluations: a candidate
+# spends one unit when the search proposed it (generation set, origin not 'baseline') and it
+# is 'done' with its own fitness metric (ppl, role 'search'). Not counted: mask-equivalent
+# candidates (status 'skipped', fitness reused, info.equivalent_to set), candidates skipped
+# once the budget was reached, failed ones, pending / running ones, the baselines (origin
+# 'baseline', no generation); finalists are re-evaluations of counted candidates (more
+# metrics on the same row), never new units. The engine's SearchHistory.real_evaluations
+# applies the same rule (tests/store checks both agree). Any other kind has a budget of
+# candidates: every candidate that reached an end state (done, failed, skipped) counts.
+SEARCH_KINDS = ("gp", "random")
+FITNESS_METRIC = ("ppl", "search")  # (name, role) of a search candidate's fitness
+
+
+def in_budget_sql(c: str = "c", kind: str = "s.kind") -> str:
+    """SQL expression (0/1): candidate alias ``c`` spends one unit of the budget of its study,
+    whose kind is the SQL expression ``kind``. The one definition, used per row
+    (``candidates_since``'s ``in_budget``) and summed (``n_budget_used`` of the study lists).
+    """
+    kinds = ", ".join(f"'{k}'" for k in SEARCH_KINDS)
+    name, role = FITNESS_METRIC
+    return (
+        f"(CASE WHEN {kind} IN ({kinds}) THEN"
+        f" ({c}.status = 'done' AND {c}.generation IS NOT NULL AND {c}.origin != 'baseline'"
+        # instr first: parsing the JSON of every done candidate would cost more
+        f" AND ({c}.info IS NULL OR instr({c}.info, '\"equivalent_to\"') = 0"
+        f" OR json_extract({c}.info, '$.equivalent_to') IS NULL)"
+        f" AND EXISTS (SELECT 1 FROM metrics fm WHERE fm.candidate_id = {c}.id"
+        f" AND fm.name = '{name}' AND fm.role = '{role}'))"
+        f" ELSE {c}.status IN ('done', 'failed', 'skipped') END)"
+    )
 METRIC_KEYS = (
     "name", "value", "dataset", "split", "seqlen", "n_samples", "fidelity", "role", "protocol",
 )

@@ -7,8 +7,9 @@ study::
 
 Four studies: a finished baseline grid (in-domain / out-of-domain ppl, one failure), a running
 genetic-programming search over expressions (proxy ppl under the 'search' role, finalists at
-full fidelity, parents, a running and pending candidates, events), a cancelled structured
-search with per-layer ratios, and a study that has not started.
+full fidelity, parents, a running and pending candidates, events, its worker's heartbeat at
+DEMO_NOW), a cancelled structured search with per-layer ratios, and a study that has not
+started.
 """
 
 from __future__ import annotations
@@ -127,13 +128,15 @@ _OFFSPRING = [
 ]
 
 
-def _gp(store: Store, clock: SimpleNamespace) -> None:
+def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
+    """The running search; returns its id and its running candidate's."""
     config = {"evaluation": [{"role": "search", "fidelity": "proxy"}, *_EVAL],
               "gp": {"population": 12, "iterations": 5, "top_k": 4}}
     sid = store.create_study(name="prunerzero-gp", kind="gp", model=_MODEL, seed=1,
                              budget=60, config=config)
     store.set_study_status(sid, "running")
     ids: list[int] = []
+    running: int | None = None
     for i in range(24):
         expr = _EXPRESSIONS[i] if i < 12 else _OFFSPRING[i - 12]
         origin = "random" if i < 12 else ("mutation" if i % 2 else "crossover")
@@ -147,6 +150,7 @@ def _gp(store: Store, clock: SimpleNamespace) -> None:
         if i >= 22:
             if i == 22:
                 store.start_candidate(cid, worker="gpu0")
+                running = cid
             continue  # running / pending
         store.start_candidate(cid, worker="gpu0")
         if i in (6, 15):
@@ -165,6 +169,7 @@ def _gp(store: Store, clock: SimpleNamespace) -> None:
             store.add_event(sid, f"generation {i // 6}: best search ppl {value:.2f}",
                             progress=(i + 1) / 60)
     store.add_event(sid, "low memory headroom on gpu0 (7.1 GiB free)", level="warning")
+    return sid, running
 
 
 def _structured(store: Store, clock: SimpleNamespace) -> None:
@@ -196,10 +201,15 @@ def build_demo_store(path: str | os.PathLike[str]) -> Path:
         raise FileExistsError(f"{p} exists; the demo store is only written to a new file")
     with fixed_clock() as clock, open_store(p) as store:
         _grid(store, clock)
-        _gp(store, clock)
+        gp, running = _gp(store, clock)
         _structured(store, clock)
         store.create_study(name="adapruner-tpe", kind="tpe", model=_MODEL, seed=3,
                            budget=150, config={"evaluation": _EVAL})
+        # the GP runner's heartbeat, a few seconds before DEMO_NOW (the screenshots' clock):
+        # at that time it is live (shown 'running'); watched later, it shows 'stale'
+        clock.now = DEMO_NOW - 10.0
+        store.heartbeat("gpu0", study_id=gp, candidate_id=running, host=DEMO_MACHINE.host,
+                        pid=DEMO_MACHINE.processes[0].pid)
     return p
 
 

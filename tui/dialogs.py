@@ -32,7 +32,7 @@ class ConfirmCancel(ModalScreen[bool]):
             yield Label(Text(f"Cancel study {s.name}?", style="bold"), id="dialog-title")
             yield Static(
                 f"The runner stops after its current candidate ({s.n_running} running, "
-                f"{s.finished} of {s.total or '?'} finished). Finished candidates stay in "
+                f"{s.progress} of {s.total or '?'} finished). Finished candidates stay in "
                 "the store, and the study can be resumed later.",
                 id="dialog-body",
             )

@@ -109,8 +109,11 @@ class StudiesFeed:
     is not kept busy. ``force=True`` (the refresh key) ignores the delay."""
 
     def __init__(self, reader: StoreReader, best_duty: float = 20.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], float] = time.time) -> None:
         self.reader = reader
+        self.now = now  # the clock the stale rule reads (the app's clock)
+        self.known: dict[int, StudySummary] = {}  # the last summary sent of each study
         self.cursor = 0
         self.best_duty = best_duty
         self.clock = clock
@@ -119,8 +122,18 @@ class StudiesFeed:
 
     def poll(self, force: bool = False) -> StudiesUpdate | None:
         with self.reader.lock:
-            found, cursor = queries.studies_since(self.reader.store, self.cursor)
+            now = self.now()
+            found, cursor = queries.studies_since(self.reader.store, self.cursor, now)
             summaries = {int(r["id"]): StudySummary.of(r) for r in found}
+            # a runner that dies changes nothing in the store: re-read the liveness of the
+            # running studies each poll (cheap) and resend those whose flag flipped
+            if any(s.status == "running" for s in self.known.values()):
+                flags = queries.stale_running(self.reader.store, now)
+                for sid, known in self.known.items():
+                    flag = flags.get(sid)
+                    if sid not in summaries and flag is not None and flag != known.stale:
+                        summaries[sid] = known.with_stale(flag)
+            self.known.update(summaries)
             self.stale.update(summaries)
             rows: list[dict[str, Any]] | None = None
             start = self.clock() if self.stale else 0.0
@@ -147,10 +160,13 @@ class StudyUpdate:
     events: list[dict[str, Any]] = field(default_factory=list)
     more: bool = False
     loaded: int = 0
+    stale: bool = False  # 'running' with no live worker (the store's rule)
+    stale_changed: bool = False
 
     @property
     def empty(self) -> bool:
-        return self.study is None and not self.rows and not self.events
+        return (self.study is None and not self.rows and not self.events
+                and not self.stale_changed)
 
 
 class StudyFeed:
@@ -161,8 +177,10 @@ class StudyFeed:
     """
 
     def __init__(self, reader: StoreReader, study_id: int, *, chunk: int = 5000,
-                 keep_events: int = 500) -> None:
+                 keep_events: int = 500, now: Callable[[], float] = time.time) -> None:
         self.reader = reader
+        self.now = now  # the clock the stale rule reads (the app's clock)
+        self.stale: bool | None = None
         self.study_id = study_id
         self.chunk = chunk
         self.keep_events = keep_events
@@ -183,6 +201,8 @@ class StudyFeed:
             if row["updated_seq"] != self.study_seq:
                 self.study_seq = row["updated_seq"]
                 study = row
+            stale = row["status"] == "running" and queries.stale_running(
+                store, self.now(), [self.study_id]).get(self.study_id, False)
             raw, self.cand_cursor = queries.candidates_since(
                 store, self.study_id, self.cand_cursor, limit=self.chunk
             )
@@ -197,8 +217,10 @@ class StudyFeed:
         before = set(self.columns)
         rows = [CandRow.of(r, self.columns) for r in raw]
         self.loaded += len(rows)
+        stale_changed, self.stale = stale != self.stale, stale
         return StudyUpdate(
             study=study, rows=rows,
             columns=[c for k, c in self.columns.items() if k not in before],
             events=list(events), more=len(raw) == self.chunk, loaded=self.loaded,
+            stale=stale, stale_changed=stale_changed,
         )

@@ -39,6 +39,7 @@ class StudyPolled(Message):
     events: list[dict[str, Any]] = field(default_factory=list)
     more: bool = False  # a first load still in progress: more rows are coming
     loaded: int = 0  # rows read so far by this feed
+    stale: bool | None = None  # the study is 'running' but its runner stopped beating
 
 
 @dataclass

@@ -136,6 +136,8 @@ class StudySummary:
     n_running: int
     n_pending: int
     n_skipped: int
+    n_budget_used: int  # candidates that spent the budget (store's rule: real evaluations
+    #                     of a gp / random search, finished candidates otherwise)
     created_at: float | None
     started_at: float | None
     finished_at: float | None
@@ -143,6 +145,7 @@ class StudySummary:
     error: str | None
     primary_role: str | None
     config: dict[str, Any] = field(default_factory=dict)
+    stale: bool = False  # 'running' in the store, but its runner stopped beating
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> StudySummary:
@@ -153,20 +156,28 @@ class StudySummary:
             n_total=int(row.get("n_total") or 0), n_done=int(row.get("n_done") or 0),
             n_failed=int(row.get("n_failed") or 0), n_running=int(row.get("n_running") or 0),
             n_pending=int(row.get("n_pending") or 0), n_skipped=int(row.get("n_skipped") or 0),
-            created_at=row.get("created_at"), started_at=row.get("started_at"),
-            finished_at=row.get("finished_at"), cancel_requested=row.get("cancel_requested"),
-            error=row.get("error"), primary_role=primary_role_of(config), config=config,
+            n_budget_used=int(row.get("n_budget_used") or 0), created_at=row.get("created_at"),
+            started_at=row.get("started_at"), finished_at=row.get("finished_at"),
+            cancel_requested=row.get("cancel_requested"), error=row.get("error"),
+            primary_role=primary_role_of(config), config=config, stale=bool(row.get("stale")),
         )
 
-    def with_counts(self, counts: Mapping[str, int]) -> StudySummary:
-        """A copy with candidate counts taken from ``counts`` (status -> number)."""
+    def with_counts(self, counts: Mapping[str, int], budget_used: int) -> StudySummary:
+        """A copy with candidate counts taken from ``counts`` (status -> number) and the
+        number of candidates that spent the budget."""
         from dataclasses import replace
 
         return replace(
             self, n_total=sum(counts.values()), n_done=counts.get("done", 0),
             n_failed=counts.get("failed", 0), n_running=counts.get("running", 0),
             n_pending=counts.get("pending", 0), n_skipped=counts.get("skipped", 0),
+            n_budget_used=budget_used,
         )
+
+    def with_stale(self, stale: bool) -> StudySummary:
+        from dataclasses import replace
+
+        return replace(self, stale=stale)
 
     @property
     def finished(self) -> int:
@@ -174,9 +185,25 @@ class StudySummary:
         return self.n_done + self.n_failed + self.n_skipped
 
     @property
+    def progress(self) -> int:
+        """What the progress bar and the ETA count against :attr:`total`: the candidates
+        that spent the budget (a gp / random search: real fitness evaluations only)."""
+        return self.n_budget_used
+
+    @property
     def total(self) -> int | None:
         """The budget, else the number of candidates recorded so far."""
         return self.budget if self.budget else (self.n_total or None)
+
+    @property
+    def shown_status(self) -> str:
+        """The status to show: 'stale' for a 'running' study whose runner is gone."""
+        return "stale" if self.stale and self.status == "running" else self.status
+
+    @property
+    def live(self) -> bool:
+        """Running, with a live runner (elapsed time moves, an ETA makes sense)."""
+        return self.status == "running" and not self.stale
 
     @property
     def active(self) -> bool:
@@ -212,6 +239,7 @@ class CandRow:
     error: str | None
     metrics: dict[str, float]
     reference: bool = False  # the unpruned model ("dense"): shown, never the best
+    in_budget: bool = False  # spent one unit of the study's budget (the store says)
 
     @classmethod
     def of(cls, row: Mapping[str, Any], columns: dict[str, MetricColumn]) -> CandRow:
@@ -237,6 +265,7 @@ class CandRow:
             error=error.strip().splitlines()[0] if isinstance(error, str) and error.strip()
             else None,
             metrics=values, reference=is_reference(row.get("spec")),
+            in_budget=bool(row.get("in_budget")),
         )
 
 

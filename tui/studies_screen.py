@@ -55,7 +55,7 @@ class StudiesScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = self.app.store_label
-        self.feed = StudiesFeed(self.app.reader)
+        self.feed = StudiesFeed(self.app.reader, now=self.app.clock)
         self.query_one(StudiesTableWidget).focus()
         self.poll()
         self.set_interval(self.app.interval, self.tick)
@@ -119,8 +119,11 @@ class StudiesScreen(Screen[None]):
         self.query_one(StudiesTableWidget).show_studies(self.summaries, self.best,
                                                        self.app.clock())
         ids = self.summaries
-        running = sum(s.status == "running" for s in self.summaries.values())
+        running = sum(s.live for s in self.summaries.values())
+        stale = sum(s.shown_status == "stale" for s in self.summaries.values())
         info = f"{len(ids)} studies · {running} running"
+        if stale:
+            info += f" · {stale} stale (runner gone: resume with --resume)"
         if not ids:
             info = "no studies in this store yet — start one with `prunestudio run`"
         self.query_one("#studies-info", Static).update(info)
@@ -157,7 +160,7 @@ class StudiesScreen(Screen[None]):
         yield SystemCommand("Toggle machine panel", "Show or hide GPU / CPU figures",
                             self.action_toggle_machine)
         for s in sorted(self.summaries.values(), key=lambda s: -s.id):
-            yield SystemCommand(f"Open study {s.name}", f"{s.kind} · {s.model} · {s.status}",
+            yield SystemCommand(f"Open study {s.name}", f"{s.kind} · {s.model} · {s.shown_status}",
                                 lambda s=s: self.app.open_study(s))
             if s.active:
                 yield SystemCommand(f"Cancel study {s.name}",

@@ -75,7 +75,8 @@ class StudyScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = f"{self.app.title} · {self.study.name}"
         self.sub_title = self.app.store_label
-        self.feed = StudyFeed(self.app.reader, self.study.id, chunk=self.app.chunk)
+        self.feed = StudyFeed(self.app.reader, self.study.id, chunk=self.app.chunk,
+                              now=self.app.clock)
         self.query_one(CandidateTableWidget).focus()
         self.render_info()
         self.poll()
@@ -104,7 +105,7 @@ class StudyScreen(Screen[None]):
             if not update.empty:
                 self.post_message(StudyPolled(
                     self.study.id, update.study, update.rows, update.columns, update.events,
-                    more=update.more, loaded=update.loaded,
+                    more=update.more, loaded=update.loaded, stale=update.stale,
                 ))
             if not update.more:
                 return
@@ -134,7 +135,9 @@ class StudyScreen(Screen[None]):
             self._study_row = StudySummary.of(message.study)
         self._loading = message.more
         changes = self.view.apply(message.rows, message.columns)
-        self.study = self._study_row.with_counts(self.view.status_counts)
+        if message.stale is not None and message.stale != self._study_row.stale:
+            self._study_row = self._study_row.with_stale(message.stale)
+        self.study = self._study_row.with_counts(self.view.status_counts, self.view.budget_used)
         table = self.query_one(CandidateTableWidget)
         table.refresh_view(self.view, None if changes.columns_changed else changes.changed)
         if message.events:

@@ -247,7 +247,7 @@ class StudiesTable(_KeyedTable):
     columns)."""
 
     REQUIRED = (("_id", Text("id", justify="right"), 3), ("name", "study", 16),
-                ("status", "status", 9), ("progress", "progress", 13),
+                ("status", "status", 11), ("progress", "progress", 13),
                 ("best", Text("best ppl", justify="right"), 8),
                 ("elapsed", Text("elapsed", justify="right"), 7),
                 ("eta", Text("ETA", justify="right"), 7))
@@ -298,15 +298,16 @@ class StudiesTable(_KeyedTable):
 
     def cells(self, s: StudySummary, best: BestMetric | None, now: float) -> tuple[Cell, ...]:
         elapsed = s.elapsed(now)
-        left = eta(elapsed, s.finished, s.total) if s.status == "running" else None
-        status = s.status + (" ✕" if s.cancel_requested and s.active else "")
+        left = eta(elapsed, s.progress, s.total) if s.live else None
+        shown = s.shown_status
+        status = shown + (" ✕" if s.cancel_requested and s.active else "")
         width = dict((k, w) for k, _, w in self._columns_for(self._width if self._width > 0
                                                                else self.size.width or 80))
         every: dict[str, Cell] = {
             "_id": (str(s.id), "dim", "right"),
             "name": (truncate(s.name, 16), "bold", "left"),
-            "status": (status, STUDY_STYLE.get(s.status, ""), "left"),
-            "progress": (progress_text(s, 5).plain, "cyan" if s.status == "running" else
+            "status": (status, STUDY_STYLE.get(shown, ""), "left"),
+            "progress": (progress_text(s, 5).plain, "cyan" if s.live else
                          "green" if s.status == "finished" else "dim", "left"),
             "best": ("" if best is None else metric_value(best.value), "bold green", "right"),
             "elapsed": (duration(elapsed) if elapsed is not None else "", "", "right"),

@@ -54,6 +54,7 @@ class CandidateView:
         self.origin_filter: str | None = None
         self.origins: list[str] = []
         self.status_counts: Counter[str] = Counter()
+        self.budget_used = 0  # rows that spent the study's budget (CandRow.in_budget)
         self.primary: MetricColumn | None = None
         self._present: list[tuple[Any, int, int]] = []
         self._missing: list[tuple[int, int]] = []
@@ -158,8 +159,10 @@ class CandidateView:
             old = self.rows.get(row.id)
             self.rows[row.id] = row
             self.status_counts[row.status] += 1
+            self.budget_used += row.in_budget
             if old is not None:
                 self.status_counts[old.status] -= 1
+                self.budget_used -= old.in_budget
             if row.origin not in self.origins:
                 bisect.insort(self.origins, row.origin)
             self._track_best(old, row)

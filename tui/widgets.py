@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 STUDY_STYLE = {"created": "dim", "running": "bold yellow", "finished": "green",
-               "failed": "bold red", "cancelled": "magenta"}
+               "failed": "bold red", "cancelled": "magenta", "interrupted": "magenta",
+               "stale": "bold red"}
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
 LEVEL_SHORT = {"info": "info", "warning": "warn", "error": "err!"}
 
@@ -90,17 +91,20 @@ class MachinePanel(Static):
 
 
 def progress_text(s: StudySummary, width: int = 8) -> Text:
-    """``███▌     37/100`` — finished candidates over the budget."""
+    """``███▌     37/100`` — the candidates that spent the budget over the budget (a gp /
+    random search counts real fitness evaluations only: ``StudySummary.progress``)."""
     total = s.total
-    frac = None if not total else s.finished / total
-    style = "green" if s.status == "finished" else STUDY_STYLE.get(s.status, "cyan")
-    if s.status == "running":
+    frac = None if not total else min(1.0, s.progress / total)
+    status = s.shown_status
+    style = "green" if status == "finished" else STUDY_STYLE.get(status, "cyan")
+    if status == "running":
         style = "cyan"
-    return Text.assemble((bar(frac, width), style), f" {s.finished}/{total if total else '?'}")
+    return Text.assemble((bar(frac, width), style), f" {s.progress}/{total if total else '?'}")
 
 
 def study_status_text(s: StudySummary) -> Text:
-    text = Text(s.status, style=STUDY_STYLE.get(s.status, ""))
+    status = s.shown_status
+    text = Text(status, style=STUDY_STYLE.get(status, ""))
     if s.cancel_requested and s.active:
         text.append(" (cancelling)", style="magenta")
     return text
@@ -113,7 +117,7 @@ def best_text(best: BestMetric | None) -> str:
 def study_line(s: StudySummary, now: float, best: tuple[str, float, int] | None) -> Group:
     """The study screen's summary line: status, progress, counts, best, elapsed and ETA."""
     elapsed = s.elapsed(now)
-    left = eta(elapsed, s.finished, s.total) if s.status == "running" else None
+    left = eta(elapsed, s.progress, s.total) if s.live else None
     head = Text.assemble((f"{s.name} ", "bold"), f"{s.kind} · ", study_status_text(s), " · ",
                          progress_text(s, 8), no_wrap=True, overflow="ellipsis")
     counts = [(s.n_running, "running", "yellow"), (s.n_failed, "failed", "red"),
@@ -128,11 +132,14 @@ def study_line(s: StudySummary, now: float, best: tuple[str, float, int] | None)
         line.append(metric_value(value), style="bold green")
         line.append(f" (#{idx}) · ")
     line.append(f"elapsed {duration(elapsed)}")
-    if s.status == "running":
+    if s.live:
         line.append(f" · ETA {duration(left)}")
+    elif s.shown_status == "stale":
+        line.append(" · runner gone (no heartbeat): resume the study with --resume",
+                    style="red")
     if s.error:
         first = truncate(s.error.splitlines()[0], 60)
-        if s.status == "cancelled":
+        if s.status in ("cancelled", "interrupted"):
             line.append(f" · {first}", style="magenta")
         else:
             line.append(f" · error: {first}", style="red")

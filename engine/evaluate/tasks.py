@@ -115,6 +115,17 @@ class TaskResult:
     limit: int | float | None
     version: str
     extra: dict[str, Any] = field(default_factory=dict)
+    n_available: int | None = None  # examples the task has; None when lm-eval did not say
+
+    @property
+    def fidelity(self) -> str:
+        """'full' when every example of the task was scored (no limit, or a limit at least the
+        task's size), else 'proxy'. A limit alone does not make a figure a proxy."""
+        if self.limit is None:
+            return "full"
+        if self.n_available is not None and self.n_samples >= self.n_available:
+            return "full"
+        return "proxy"
 
     def records(self) -> list[dict[str, Any]]:
         """Store metric dicts (one per metric) carrying the protocol."""
@@ -125,11 +136,12 @@ class TaskResult:
                 "value": value,
                 "dataset": self.task,
                 "n_samples": self.n_samples,
-                "fidelity": "proxy" if self.limit is not None else "full",
+                "fidelity": self.fidelity,
                 "role": "task",
                 "protocol": {
                     "num_fewshot": self.num_fewshot,
                     "limit": self.limit,
+                    "n_available": self.n_available,
                     "stderr": self.stderr.get(name),
                     "lm_eval_version": self.version,
                     "harness": "lm-eval simple_evaluate, HFLM on the in-memory model",
@@ -161,13 +173,14 @@ def _load_task(tm, name: str):
     return obj
 
 
-def _n_samples(results: dict, name: str, is_group: bool) -> int:
+def _n_samples(results: dict, name: str, is_group: bool, which: str = "effective") -> int:
+    """Examples lm-eval scored (`which="effective"`) or the task has (`"original"`)."""
     n = results.get("n-samples", {})
     if name in n:
-        return int(n[name].get("effective", n[name].get("original", 0)))
+        return int(n[name].get(which, n[name].get("original", 0)))
     if is_group:  # a group (mmlu): sum over its subtasks
         subtasks = results.get("group_subtasks", {}).get(name, [])
-        return sum(int(n[s].get("effective", 0)) for s in subtasks if s in n)
+        return sum(int(n[s].get(which, 0)) for s in subtasks if s in n)
     return 0
 
 
@@ -248,8 +261,9 @@ def evaluate_tasks(model, tokenizer, tasks: str | Sequence[str], *, limit: int |
             kw = dict(getattr(obj.config, "dataset_kwargs", None) or {})
             extra["items_hash"] = items_hash(build_items(**kw))
             extra["items"] = kw
+        available = _n_samples(out, name, is_group, "original") or None
         results.append(TaskResult(name, metrics, stderr, _n_samples(out, name, is_group),
-                                  int(fewshot or 0), limit, version, extra))
+                                  int(fewshot or 0), limit, version, extra, available))
     return results
 
 

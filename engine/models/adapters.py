@@ -18,6 +18,10 @@ class UnsupportedModelError(ValueError):
     """The model's architecture has no adapter."""
 
 
+class InvalidModelConfigError(ValueError):
+    """A model config whose shapes cannot work (e.g. heads not divisible by KV heads)."""
+
+
 @dataclass(frozen=True)
 class PrunableLinear:
     """One prunable linear layer of a decoder block.
@@ -56,6 +60,40 @@ class ModelAdapter:
     # relative module name inside a block -> kind
     linear_kinds: dict[str, str] = {}
     transposed: bool = False
+    # "learned": one trained embedding per position (a longer input cannot run);
+    # "rotary": RoPE (runs past the trained context, but the numbers mean something else)
+    positions: str = "rotary"
+    grouped_kv: bool = False  # num_key_value_heads may be fewer than num_attention_heads
+
+    def check_config(self, config) -> None:
+        """Raise InvalidModelConfigError when the config's head structure cannot work."""
+        heads = getattr(config, "num_attention_heads", None)
+        hidden = getattr(config, "hidden_size", None)
+        if not isinstance(heads, int) or heads < 1:
+            raise InvalidModelConfigError(
+                f"{self.family} config has num_attention_heads = {heads!r}; it must be a "
+                "positive integer")
+        if self.grouped_kv:
+            kv = getattr(config, "num_key_value_heads", None) or heads
+            if kv > heads or heads % kv:
+                raise InvalidModelConfigError(
+                    f"num_attention_heads ({heads}) is not divisible by num_key_value_heads "
+                    f"({kv}): with grouped-query attention every key/value head serves the "
+                    "same number of query heads, so num_attention_heads must be a multiple of "
+                    "num_key_value_heads (fix config.json)")
+        if getattr(config, "head_dim", None) is None and isinstance(hidden, int) and hidden % heads:
+            raise InvalidModelConfigError(
+                f"hidden_size ({hidden}) is not divisible by num_attention_heads ({heads}): "
+                "each head needs hidden_size / num_attention_heads dimensions (fix config.json "
+                "or give head_dim)")
+
+    def context_length(self, config) -> int | None:
+        """The longest input the model was built / trained for (None: not stated)."""
+        n = getattr(config, "max_position_embeddings", None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    def context_field(self) -> str:
+        return "max_position_embeddings"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         obj: nn.Module = model
@@ -93,6 +131,7 @@ class ModelAdapter:
 class LlamaAdapter(ModelAdapter):
     family = "llama"
     model_types = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite")
+    grouped_kv = True
     blocks_path = "model.layers"
     linear_kinds = {
         "self_attn.q_proj": "q",
@@ -108,6 +147,7 @@ class LlamaAdapter(ModelAdapter):
 class OPTAdapter(ModelAdapter):
     family = "opt"
     model_types = ("opt",)
+    positions = "learned"
     blocks_path = "model.decoder.layers"
     linear_kinds = {
         "self_attn.q_proj": "q",
@@ -136,6 +176,10 @@ class GPT2Adapter(ModelAdapter):
     model_types = ("gpt2",)
     blocks_path = "transformer.h"
     transposed = True  # transformers.Conv1D: weight is (in, out)
+    positions = "learned"
+
+    def context_field(self) -> str:
+        return "n_positions"
     linear_kinds = {
         "attn.c_attn": "qkv",
         "attn.c_proj": "o",
@@ -151,19 +195,39 @@ def supported_model_types() -> list[str]:
     return sorted(t for a in ADAPTERS for t in a.model_types)
 
 
-def adapter_for(model_or_type: nn.Module | str) -> ModelAdapter:
-    """The adapter for a model (or a `config.model_type` string); a clear error otherwise."""
-    if isinstance(model_or_type, str):
-        model_type = model_or_type
-    else:
-        model_type = getattr(getattr(model_or_type, "config", None), "model_type", None) or type(
-            model_or_type
-        ).__name__
+def supported_description() -> str:
+    """'llama family (model types llama, mistral, ...); opt family (opt); ...'"""
+    return "; ".join(f"{a.family} family (model types {', '.join(a.model_types)})"
+                     for a in ADAPTERS)
+
+
+def find_adapter(model_type: str | None) -> ModelAdapter | None:
     for cls in ADAPTERS:
         if model_type in cls.model_types:
             return cls()
-    raise UnsupportedModelError(
-        f"unsupported architecture {model_type!r}: Prune Studio supports the model types "
-        f"{', '.join(supported_model_types())} (families: "
-        f"{', '.join(a.family for a in ADAPTERS)})"
+    return None
+
+
+def unsupported_error(model_type: str | None, architectures=None,
+                      where: str = "") -> UnsupportedModelError:
+    """The error for a model type without an adapter, naming its architecture class(es)."""
+    archs = ", ".join(architectures or [])
+    what = (f"{archs} (model_type {model_type!r})" if archs else f"model_type {model_type!r}")
+    return UnsupportedModelError(
+        f"unsupported architecture {what}{f' in {where}' if where else ''}: Prune Studio "
+        f"prunes decoder-only causal LMs of these families: {supported_description()}"
     )
+
+
+def adapter_for(model_or_type: nn.Module | str) -> ModelAdapter:
+    """The adapter for a model (or a `config.model_type` string); a clear error otherwise."""
+    if isinstance(model_or_type, str):
+        model_type, archs = model_or_type, None
+    else:
+        config = getattr(model_or_type, "config", None)
+        model_type = getattr(config, "model_type", None)
+        archs = [type(model_or_type).__name__]
+    adapter = find_adapter(model_type)
+    if adapter is None:
+        raise unsupported_error(model_type, archs)
+    return adapter

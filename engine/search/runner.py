@@ -22,8 +22,6 @@ in each spec (``calibration.mode``) and in an event.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from typing import Any
 
@@ -38,7 +36,11 @@ from prunestudio.engine.runner import (
     StudyContext,
     _error_text,
     _sparsity_metrics,
+    input_identity,
+    mark_study_failed,
     prepare,
+    resume_event,
+    worker_name,
 )
 from prunestudio.engine.search import make_strategy
 from prunestudio.engine.search.fitness import (
@@ -77,7 +79,8 @@ class SearchRunner:
     """Runs one recorded gp / random study through the store's write path."""
 
     def __init__(self, store: Store, study_id: int, config: StudyConfig,
-                 reporter: Reporter | None = None, lm: LoadedModel | None = None) -> None:
+                 reporter: Reporter | None = None, lm: LoadedModel | None = None, *,
+                 ctx: StudyContext | None = None, resumed: bool = False) -> None:
         if not config.is_search or config.search is None:
             raise ValueError(f"study kind {config.study.kind!r} is not a search")
         self.store, self.study_id, self.config = store, study_id, config
@@ -85,8 +88,10 @@ class SearchRunner:
         self.kind = config.study.kind
         self.strategy = make_strategy(self.kind, self.settings, config.study.seed)
         self.reporter = reporter or Reporter()
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker_name()
         self._lm = lm
+        self.ctx = ctx  # prepared (and checked) before the study was created
+        self.resumed = resumed
         self.budget = self.settings.real_budget
         self.history = SearchHistory()
         self.search_split: EvalWindows | None = None
@@ -121,16 +126,15 @@ class SearchRunner:
     def run(self) -> str:
         store, sid = self.store, self.study_id
         reset = store.reset_running(sid)
-        if reset:
-            self._event(f"resuming: {len(reset)} interrupted candidate(s) will be re-run")
+        if self.resumed or reset:
+            resume_event(store, sid, self.worker, reset)
         store.set_study_status(sid, "running")
         try:
-            ctx = prepare(self.config, self.reporter, self._lm)
-            self.search_split = cut_search_split(self.config, ctx)
+            ctx = self.ctx or prepare(self.config, self.reporter, self._lm)
+            self.search_split = ctx.search_split or cut_search_split(self.config, ctx)
             self._warm_statistics(ctx)
         except Exception as exc:
-            store.set_study_status(sid, "failed", error=_error_text(exc))
-            self._event(f"study failed before its first candidate: {exc}", level="error")
+            mark_study_failed(store, sid, exc, "study failed before its first candidate")
             raise
         try:
             self._describe(ctx)
@@ -140,9 +144,8 @@ class SearchRunner:
                     return "cancelled"
             self._summary()
         except Exception as exc:  # candidate errors are caught per candidate: this is the study
-            store.set_study_status(sid, "failed", error=_error_text(exc))
-            self._event(f"study failed: {type(exc).__name__}: {exc}; fix the cause and "
-                        "`prunestudio run --resume` continues where it stopped", level="error")
+            mark_study_failed(store, sid, exc, "study failed (fix the cause; `prunestudio run "
+                              "--resume` continues where it stopped)")
             raise
         store.heartbeat(self.worker, study_id=sid, candidate_id=None)
         store.set_study_status(sid, "finished")
@@ -241,8 +244,7 @@ class SearchRunner:
                 continue
             timings: dict[str, float] = {}
             t0 = time.perf_counter()
-            info: dict[str, Any] = {"label": spec.label, "model_fingerprint": ctx.lm.fingerprint,
-                                    "calibration_tokens_hash": ctx.calibration.tokens_hash}
+            info: dict[str, Any] = {"label": spec.label, **input_identity(ctx)}
             try:
                 try:
                     result, mask_hash = self._prune(ctx, spec, timings)
@@ -255,12 +257,12 @@ class SearchRunner:
                     self._restore(ctx, timings)
             except Exception as exc:
                 timings["total"] = time.perf_counter() - t0
-                self._fail(cid, exc, timings, info, f"baseline {spec.label}")
+                self._fail(cid, exc, timings, info, f"{cid} (baseline {spec.label})")
                 self._refresh(cid)
                 continue
             timings["total"] = time.perf_counter() - t0
             self.store.finish_candidate(cid, metrics=metrics, timings=timings, info=info)
-            self._event(f"baseline {spec.label}: " + ", ".join(
+            self._event(f"candidate {cid} (baseline {spec.label}): " + ", ".join(
                 f"{m['role']} {m['value']:.3f}" for m in metrics if m["name"] == "ppl"),
                 candidate_id=cid)
             self._refresh(cid)
@@ -346,7 +348,8 @@ class SearchRunner:
         tree = parse(ind.expression)
         info: dict[str, Any] = {"expression": ind.expression, "canonical_key": ind.key,
                                 "rank_key": rank_key(tree),
-                                "calibration": self.settings.calibration}
+                                "calibration": self.settings.calibration,
+                                **input_identity(ctx)}
         label = f"{ind.id} (gen {ind.generation}, {ind.origin}) {ind.expression}"
         try:
             spec = self.settings.candidate_spec(ind.expression)

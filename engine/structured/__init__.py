@@ -2,17 +2,22 @@
 
     from prunestudio.engine.structured import prune_structured, export_pruned, load_pruned
 
+    check_structured_spec(lm, spec)                       # once per spec, before any run
     pruned_lm, info = prune_structured(lm, spec, stats)   # lm stays intact
+    info.realised_label, info.structure_key, info.metrics()  # what was really removed
     export_pruned(pruned_lm.model, pruned_lm.tokenizer, "out/")
     model = load_pruned("out/")        # any exported model, uniform widths or not
 
 Modules: groups (coupled units per architecture), importance (scores), prune (selection,
-shrink, config), run (prune_structured), export (save / load).
+shrink, config, realised ratios, structure key), run (prune_structured), checks
+(check_structured_spec), export (save / load).
 """
 
+from prunestudio.engine.structured.checks import check_structured_spec
 from prunestudio.engine.structured.export import ExportInfo, export_pruned, load_pruned
 from prunestudio.engine.structured.groups import StructureError
+from prunestudio.engine.structured.prune import unit_count
 from prunestudio.engine.structured.run import StructuredInfo, is_structured, prune_structured
 
-__all__ = ["ExportInfo", "StructureError", "StructuredInfo", "export_pruned", "is_structured",
-           "load_pruned", "prune_structured"]
+__all__ = ["ExportInfo", "StructureError", "StructuredInfo", "check_structured_spec",
+           "export_pruned", "is_structured", "load_pruned", "prune_structured", "unit_count"]

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +49,22 @@ class ExportInfo:
         return LOADER_SNIPPET.format(path=str(self.path))
 
 
-def export_pruned(model: nn.Module, tokenizer, path: str | Path, *, force: bool = False,
-                  card: dict | None = None) -> ExportInfo:
-    """`save_pretrained` the (pruned) model and its tokenizer into `path`, with a note on how to
-    load it (`prunestudio_load.txt`) and an optional JSON card (`prunestudio.json`)."""
+EXPORT_CARD = "prunestudio.json"
+
+
+def export_pruned(model: nn.Module, tokenizer, path: str | Path, *, card: dict | None = None,
+                  final_path: str | Path | None = None) -> ExportInfo:
+    """`save_pretrained` the (pruned) model and its tokenizer into `path` (new or empty: this
+    function never deletes anything), with a note on how to load it (`prunestudio_load.txt`)
+    and an optional JSON card (`prunestudio.json`) that lists every file written — how a later
+    `export --force` recognises a folder holding nothing but a previous export.
+
+    `final_path`: where the folder will live once moved into place (the caller writes into a
+    temporary sibling and renames it); the loading note names that path."""
     out = Path(path)
     if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} is not empty; choose another folder or pass force")
-        shutil.rmtree(out)
+        raise FileExistsError(f"{out} is not empty; export_pruned writes only into a new or "
+                              "empty folder")
     detach_gguf_quantizer(model)
     entry = getattr(model.config, CONFIG_KEY, None)
     plain = True if entry is None else bool(entry["plain_from_pretrained"])
@@ -67,12 +73,14 @@ def export_pruned(model: nn.Module, tokenizer, path: str | Path, *, force: bool 
     model.save_pretrained(out, save_original_format=plain)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    info = ExportInfo(out, plain, 0)
-    (out / "prunestudio_load.txt").write_text(info.how_to_load + "\n")
+    shown = ExportInfo(Path(final_path) if final_path is not None else out, plain, 0)
+    (out / "prunestudio_load.txt").write_text(shown.how_to_load + "\n")
     if card is not None:
-        (out / "prunestudio.json").write_text(json.dumps(card, indent=2, default=str))
+        files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+        card = {**card, "files": sorted([*files, EXPORT_CARD])}
+        (out / EXPORT_CARD).write_text(json.dumps(card, indent=2, default=str))
     nbytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return ExportInfo(out, plain, nbytes)
+    return ExportInfo(shown.path, plain, nbytes)
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:

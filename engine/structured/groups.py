@@ -132,6 +132,10 @@ def attention_groups(adapter: ModelAdapter, model: nn.Module, block: int,
     lins = _lins(adapter, model, block)
     s = attention_shape(adapter, model, block)
     hd, nq, nkv = s.head_dim, s.n_heads, s.n_kv_heads
+    if nq == 0 or nkv == 0 or nq % nkv:
+        raise StructureError(
+            f"block {block}: {nq} query heads over {nkv} KV heads is not a grouped-query layout "
+            "structured pruning can cut (every KV head must serve the same number of query heads)")
     if unit == "query_head" and s.rep == 1:
         unit = "kv_group"  # no GQA: a query head is a whole head
     if adapter.family == "llama":

@@ -3,14 +3,24 @@
 `plan_counts` turns the requested ratio into how many units each block loses, `select_units`
 picks the lowest-importance ones, `check_plan` rejects plans that would empty a layer or break
 grouped-query attention, `shrink` slices the weights (replacing parameters, never writing into
-the old ones) and `sync_config` records the per-layer widths in the config.
+the old ones) and `sync_config` records the per-layer widths in the config. `realised_ratios`
+and `structure_key` describe what a plan really removed.
+
+Rounding (`unit_count`): a ratio r of n units removes the *nearest* whole number of units,
+round(r·n); an exact tie (r·n = k + ½, within 1e-9) goes *down* to k, toward removing fewer
+units. So a count is never more than half a unit above its target, and a tie never inflates a
+ratio: 25 % of the 2 query heads of a KV group is 0.5 head → 0 heads (realised 0 %), never 1
+(50 %). A nonzero ratio may legitimately realise 0 units; the realised ratios are recorded
+with every candidate (`realised_ratios`), so that is always visible.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from prunestudio.engine.models.adapters import ModelAdapter, PrunableLinear
@@ -54,8 +64,25 @@ def count_params(model: nn.Module) -> int:
     return total
 
 
-def _round(x: float) -> int:
-    return int(math.floor(x + 0.5))
+ROUNDING = ("nearest whole unit; an exact tie (k + 1/2 units) rounds down, toward removing "
+            "fewer units")
+_TIE_EPS = 1e-9
+
+
+def unit_count(ratio: float, n: int) -> int:
+    """Units removed when `ratio` of `n` is asked for: the nearest whole number, an exact tie
+    rounded down (see the module docstring). Floating-point noise around a tie (0.15 · 10 =
+    1.5000000000000002) counts as the tie."""
+    x = ratio * n
+    k = math.floor(x)
+    if x - k > 0.5 + _TIE_EPS:
+        k += 1
+    return max(0, min(int(k), n))
+
+
+def max_ratio(n: int) -> float:
+    """The largest ratio of `n` units that still keeps one: (n − ½) / n (its tie rounds down)."""
+    return (n - 0.5) / n
 
 
 def pruned_blocks(n_blocks: int, opts: StructuredOptions) -> range:
@@ -79,31 +106,64 @@ def _steps(att: GroupSet) -> tuple[int, int]:
     return att.n_units, att.params_per_unit
 
 
+UNIT_NOUNS = {"kv_group": "KV groups", "query_head": "query heads", "head": "heads",
+              "channel": "channels"}
+
+
+def attention_unit_name(att: GroupSet) -> str:
+    """The unit an attention GroupSet really removes: kv_group, query_head, or head (a KV group
+    of one query head, i.e. no GQA)."""
+    if att.unit == "kv_group" and att.shape is not None and att.shape.rep == 1:
+        return "head"
+    return att.unit
+
+
 @dataclass
 class Counts:
-    """Per block: attention steps and MLP channels to remove, and how they were chosen."""
+    """Per block: attention steps and MLP channels to remove, and how they were chosen.
+
+    `attention_ratio` / `mlp_ratio`: the target group ratio of each block (0 for a kind that is
+    not pruned); `attention_params` / `mlp_params`: the parameters all of the block's attention
+    units / MLP channels hold (the weights of the overall group ratio)."""
 
     attention: dict[int, int]
     mlp: dict[int, int]
     target: dict
+    attention_ratio: dict[int, float] = field(default_factory=dict)
+    mlp_ratio: dict[int, float] = field(default_factory=dict)
+    attention_params: dict[int, int] = field(default_factory=dict)
+    mlp_params: dict[int, int] = field(default_factory=dict)
+    attention_unit: str = "kv_group"  # kv_group, query_head or head
 
 
-def _check_count(block: int, what: str, k: int, avail: int, ratio: float, hint: str) -> None:
+def _check_count(block: int, what: str, k: int, avail: int, ratio: float, hint: str,
+                 source: str, fix: str) -> None:
     if k >= avail:
         raise StructureError(
-            f"block {block}: {what} ratio {ratio:.3f} removes {k} of its {avail} {hint} — every "
-            f"one; at least one must stay. Lower the ratio, or keep this block out of the pruned "
-            "range (block_start / block_end)"
+            f"block {block}: {what} ratio {ratio:.3f} ({source}) removes {k} of its {avail} "
+            f"{hint} — every one; at least one must stay (counts round to the nearest whole "
+            f"unit, a tie down). {fix}"
         )
 
 
 def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOptions,
                 sparsity: float, total_params: int, n_blocks: int) -> Counts:
-    """How many attention steps and MLP channels each block loses."""
+    """How many attention steps and MLP channels each block loses (`unit_count` rounding).
+
+    Raises `StructureError` naming the option, its value and the allowed range when a ratio
+    would empty a block's attention or MLP, or a parameter target exceeds what the pruned
+    blocks hold."""
     att_k: dict[int, int] = {}
     mlp_k: dict[int, int] = {}
+    att_r: dict[int, float] = {}
+    mlp_r: dict[int, float] = {}
     hint_att = {b: ("query heads per KV group" if a.unit == "query_head" else
                     "KV groups" if a.shape.rep > 1 else "heads") for b, (a, _) in groups.items()}
+    first = next(iter(groups.values()))[0] if groups else None
+    counts = Counts(att_k, mlp_k, {}, att_r, mlp_r,
+                    {b: math.prod(_steps(a)) for b, (a, _) in groups.items()},
+                    {b: m.n_units * m.params_per_unit for b, (_, m) in groups.items()},
+                    attention_unit_name(first) if first is not None else opts.attention_unit)
     if opts.per_layer:
         ratios = {}
         for name in ("attention_ratios", "mlp_ratios"):
@@ -115,43 +175,68 @@ def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOp
         for b, (att, mlp) in groups.items():
             steps, _ = _steps(att)
             ra, rm = ratios["attention_ratios"][b], ratios["mlp_ratios"][b]
-            att_k[b] = _round(ra * steps) if opts.attention else 0
-            mlp_k[b] = _round(rm * mlp.n_units) if opts.mlp else 0
-            _check_count(b, "attention", att_k[b], steps, ra, hint_att[b])
-            _check_count(b, "MLP", mlp_k[b], mlp.n_units, rm, "channels")
-        return Counts(att_k, mlp_k, {"kind": "per_layer"})
+            att_r[b] = ra if opts.attention else 0.0
+            mlp_r[b] = rm if opts.mlp else 0.0
+            att_k[b] = unit_count(att_r[b], steps)
+            mlp_k[b] = unit_count(mlp_r[b], mlp.n_units)
+            _check_count(b, "attention", att_k[b], steps, ra, hint_att[b],
+                         f"option attention_ratios[{b}] = {ra:g}",
+                         f"Allowed: attention_ratios[{b}] ≤ {max_ratio(steps):.4g} "
+                         "(0 leaves the block's attention whole)")
+            _check_count(b, "MLP", mlp_k[b], mlp.n_units, rm, "channels",
+                         f"option mlp_ratios[{b}] = {rm:g}",
+                         f"Allowed: mlp_ratios[{b}] ≤ {max_ratio(mlp.n_units):.4g} "
+                         "(0 leaves the block's MLP whole)")
+        counts.target = {"kind": "per_layer"}
+        return counts
     if opts.ratio == "groups":
         for b, (att, mlp) in groups.items():
             steps, _ = _steps(att)
-            att_k[b] = _round(sparsity * steps) if opts.attention else 0
-            mlp_k[b] = _round(sparsity * mlp.n_units) if opts.mlp else 0
-            _check_count(b, "attention", att_k[b], steps, sparsity, hint_att[b])
-            _check_count(b, "MLP", mlp_k[b], mlp.n_units, sparsity, "channels")
-        return Counts(att_k, mlp_k, {"kind": "groups", "group_ratio": sparsity})
+            att_r[b] = sparsity if opts.attention else 0.0
+            mlp_r[b] = sparsity if opts.mlp else 0.0
+            att_k[b] = unit_count(att_r[b], steps)
+            mlp_k[b] = unit_count(mlp_r[b], mlp.n_units)
+            src = f"sparsity = {sparsity:g} read as a group ratio (ratio = 'groups')"
+            _check_count(b, "attention", att_k[b], steps, sparsity, hint_att[b], src,
+                         f"Allowed: sparsity ≤ {max_ratio(steps):.4g} for this block, "
+                         "attention = false, or a pruned range without it (block_start / "
+                         "block_end)")
+            _check_count(b, "MLP", mlp_k[b], mlp.n_units, sparsity, "channels", src,
+                         f"Allowed: sparsity ≤ {max_ratio(mlp.n_units):.4g} for this block, "
+                         "mlp = false, or a pruned range without it (block_start / block_end)")
+        counts.target = {"kind": "groups", "group_ratio": sparsity}
+        return counts
     # ratio = params: solve for the group ratios that remove `sparsity` of all parameters
     target = sparsity * total_params
-    att_avail = sum(_steps(a)[0] * _steps(a)[1] for a, _ in groups.values()) if opts.attention else 0
-    mlp_avail = sum(m.n_units * m.params_per_unit for _, m in groups.values()) if opts.mlp else 0
+    att_avail = sum(counts.attention_params.values()) if opts.attention else 0
+    mlp_avail = sum(counts.mlp_params.values()) if opts.mlp else 0
     if target >= att_avail + mlp_avail:
         raise StructureError(
             f"cannot remove {sparsity:.1%} of the {total_params:,} parameters: the pruned blocks "
             f"hold only {(att_avail + mlp_avail) / total_params:.1%} in prunable units; widen "
-            "the block range or lower the ratio"
+            "the block range or lower the ratio (option sparsity with ratio = 'params': allowed "
+            f"< {(att_avail + mlp_avail) / total_params:.4g} for these blocks and options)"
         )
     g0 = target / (att_avail + mlp_avail)
     ga = g0 if opts.mlp else target / att_avail  # attention alone must carry the whole target
+    src = f"solved from sparsity = {sparsity:g} read as a parameter ratio (ratio = 'params')"
+    fix = ("Lower sparsity, widen the pruned range (block_start / block_end), or prune "
+           "attention and MLP both")
     removed = 0
     for b, (att, _) in groups.items():
         steps, per = _steps(att)
-        att_k[b] = _round(ga * steps) if opts.attention else 0
-        _check_count(b, "attention", att_k[b], steps, ga, hint_att[b])
+        att_r[b] = ga if opts.attention else 0.0
+        att_k[b] = unit_count(att_r[b], steps)
+        _check_count(b, "attention", att_k[b], steps, ga, hint_att[b], src, fix)
         removed += att_k[b] * per
     gm = max(0.0, (target - removed) / mlp_avail) if opts.mlp else 0.0
     for b, (_, mlp) in groups.items():
-        mlp_k[b] = _round(gm * mlp.n_units) if opts.mlp else 0
-        _check_count(b, "MLP", mlp_k[b], mlp.n_units, gm, "channels")
-    return Counts(att_k, mlp_k, {"kind": "params", "param_ratio": sparsity,
-                                 "solved_group_ratio": g0, "solved_mlp_ratio": gm})
+        mlp_r[b] = gm
+        mlp_k[b] = unit_count(gm, mlp.n_units)
+        _check_count(b, "MLP", mlp_k[b], mlp.n_units, gm, "channels", src, fix)
+    counts.target = {"kind": "params", "param_ratio": sparsity, "solved_group_ratio": g0,
+                     "solved_mlp_ratio": gm}
+    return counts
 
 
 def select_units(att: GroupSet, mlp: GroupSet, att_scores: torch.Tensor | None,
@@ -326,3 +411,82 @@ def sync_config(model: nn.Module, adapter: ModelAdapter, original: list[dict[str
              "layers": layers, "original_layers": original}
     setattr(config, CONFIG_KEY, entry)
     return entry
+
+
+# ------------------------------------------------------------------ what a plan realises
+
+
+def kept_units(plan: StructuredPlan, original: list[dict[str, int]]) -> list[dict[str, list[int]]]:
+    """Per block, in the original numbering: the query heads, KV heads and MLP channels that
+    `plan` keeps. `original` is `layer_widths` of the model the plan was made on."""
+    out = []
+    for b, w in enumerate(original):
+        heads, kv, mlp = set(range(w["heads"])), set(range(w["kv_heads"])), set(range(w["mlp"]))
+        bp = plan.blocks.get(b)
+        if bp is not None:
+            rep = w["heads"] // w["kv_heads"]
+            if plan.attention_unit == "query_head" and rep > 1:
+                heads -= set(bp.attention)
+            else:  # whole KV groups (a head each without GQA)
+                kv -= set(bp.attention)
+                heads -= {u * rep + j for u in bp.attention for j in range(rep)}
+            mlp -= set(bp.mlp)
+        out.append({"heads": sorted(heads), "kv_heads": sorted(kv), "mlp": sorted(mlp)})
+    return out
+
+
+def structure_key(kept: list[dict[str, list[int]]]) -> str:
+    """sha256 (hex) of the kept query heads, KV heads and MLP channels of every block: equal
+    for two candidates exactly when they keep the same units of the same model, whatever
+    their specs (structured pruning changes no kept weight, so the models are identical)."""
+    h = hashlib.sha256()
+    for b, k in enumerate(kept):
+        h.update(f"{b}|q:{','.join(map(str, k['heads']))}|kv:{','.join(map(str, k['kv_heads']))}"
+                 f"|mlp:{','.join(map(str, k['mlp']))};".encode())
+    return h.hexdigest()
+
+
+def realised_ratios(original: list[dict[str, int]], after: list[dict[str, int]],
+                    counts: Counts, blocks: Sequence[int], opts: StructuredOptions,
+                    ) -> dict[str, Any]:
+    """Target and realised group ratios per unit kind and overall, from the widths before and
+    after the shrink (`layer_widths`), so they state what the model really lost.
+
+    Per kind (attention: KV groups, query heads or heads as `unit` says; mlp: channels):
+    `target` / `realised` over the pruned blocks (units removed / units there), `removed`,
+    `of`, and per block (`blocks`, `target_per_block`, `realised_per_block`). `group_ratio`:
+    both kinds together, each block's ratio weighted by the parameters its units hold (for
+    ratio = 'groups' its target is the spec's group ratio); only kinds that are pruned count."""
+    blocks = list(blocks)
+    out: dict[str, Any] = {"rounding": ROUNDING}
+    num = {"target": 0.0, "realised": 0.0}
+    den = 0
+    for kind, enabled in (("attention", opts.attention), ("mlp", opts.mlp)):
+        unit = counts.attention_unit if kind == "attention" else "channel"
+        field_ = {"kv_group": "kv_heads", "channel": "mlp"}.get(unit, "heads")
+        ratios = counts.attention_ratio if kind == "attention" else counts.mlp_ratio
+        weights = counts.attention_params if kind == "attention" else counts.mlp_params
+        tgt, real, removed, of = [], [], 0, 0
+        for b in blocks:
+            n, left = original[b][field_], after[b][field_]
+            tgt.append(float(ratios.get(b, 0.0)))
+            real.append((n - left) / n)
+            removed += n - left
+            of += n
+            if enabled:
+                num["target"] += tgt[-1] * weights[b]
+                num["realised"] += real[-1] * weights[b]
+                den += weights[b]
+        units = [original[b][field_] for b in blocks]
+        out[kind] = {
+            "unit": unit, "enabled": enabled,
+            "target": sum(t * n for t, n in zip(tgt, units, strict=True)) / of if of else 0.0,
+            "realised": removed / of if of else 0.0, "removed": removed, "of": of,
+            "blocks": blocks, "target_per_block": tgt, "realised_per_block": real,
+        }
+    out["group_ratio"] = {
+        "target": num["target"] / den if den else 0.0,
+        "realised": num["realised"] / den if den else 0.0,
+        "weights": "parameters of each pruned block's attention units / MLP channels",
+    }
+    return out

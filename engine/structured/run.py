@@ -9,6 +9,13 @@ in-place edits, no `.to(dtype)` on the copy) or pass `share_weights=False` for a
 
 Importance is computed on the dense model in one shot (LLM-Pruner): the spec's
 `calibration.mode` does not apply.
+
+Ratios become whole units by `prune.unit_count` (nearest, a tie rounds down); what each
+candidate really removed is in `StructuredInfo.realised` (target and realised group ratios per
+unit kind and overall, also among its `metrics()`), `StructuredInfo.realised_label` (a short
+text for the candidate's label) and `StructuredInfo.structure_key` (equal for candidates that
+keep the same units). `checks.check_structured_spec` rejects impossible structured specs
+before any candidate runs.
 """
 
 from __future__ import annotations
@@ -34,22 +41,45 @@ from prunestudio.engine.structured.importance import (
 )
 from prunestudio.engine.structured.options import StructuredOptions
 from prunestudio.engine.structured.prune import (
+    UNIT_NOUNS,
+    Counts,
     StructuredPlan,
     check_plan,
     count_params,
+    kept_units,
     layer_widths,
     plan_counts,
     pruned_blocks,
+    realised_ratios,
     select_units,
     shrink,
+    structure_key,
     sync_config,
 )
 from torch import nn
 
 
+def _pct(x: float) -> str:
+    """A ratio as a short percentage: whole percents when exact, one decimal otherwise; never
+    "0%" for a nonzero ratio nor "100%" for one below 1."""
+    p = 100.0 * x
+    if p in (0.0, 100.0):
+        return f"{p:.0f}%"
+    if abs(p - round(p)) < 0.05 and 0 < round(p) < 100:
+        return f"{round(p)}%"
+    if 0.05 <= p <= 99.95:
+        return f"{p:.1f}%"
+    return f"{p:.1g}%" if p < 0.05 else ">99.9%"
+
+
 @dataclass
 class StructuredInfo:
-    """What a structured candidate removed, with both ratios (parameters and groups)."""
+    """What a structured candidate removed, with both ratios (parameters and groups).
+
+    `realised` (see `prune.realised_ratios`): target and realised group ratio per unit kind
+    ("attention", "mlp": unit, enabled, target, realised, removed, of, per-block lists) and
+    overall ("group_ratio": target, realised), and the rounding rule. `structure_key`: sha256 of
+    the kept heads / KV heads / channels of every block (`prune.structure_key`)."""
 
     params_before: int
     params_after: int
@@ -63,6 +93,8 @@ class StructuredInfo:
     plain_from_pretrained: bool
     options: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    realised: dict[str, Any] = field(default_factory=dict)
+    structure_key: str = ""
 
     @property
     def param_ratio(self) -> float:
@@ -76,13 +108,35 @@ class StructuredInfo:
     def mlp_group_ratio(self) -> float:
         return self.channels_removed / self.channels_before if self.channels_before else 0.0
 
+    @property
+    def realised_group_ratio(self) -> float:
+        """Both kinds together, parameter-weighted (`realised["group_ratio"]["realised"]`)."""
+        return float(self.realised.get("group_ratio", {}).get("realised", 0.0))
+
+    @property
+    def realised_label(self) -> str:
+        """What the candidate really removed, to append to its label: the realised ratio of
+        every pruned unit kind (with ratio = 'params' the parameter ratio first), e.g.
+        "realised 0% query heads, 25% channels" or "realised 20.1% params (50% KV groups,
+        12.5% channels)"."""
+        parts = [f"{_pct(r['realised'])} {UNIT_NOUNS.get(r['unit'], r['unit'])}"
+                 for r in (self.realised.get(k) for k in ("attention", "mlp"))
+                 if r is not None and r["enabled"]]
+        if self.target.get("kind") == "params":
+            return f"realised {_pct(self.param_ratio)} params ({', '.join(parts)})"
+        return "realised " + ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "param_ratio": self.param_ratio,
                 "attention_group_ratio": self.attention_group_ratio,
-                "mlp_group_ratio": self.mlp_group_ratio}
+                "mlp_group_ratio": self.mlp_group_ratio,
+                "realised_group_ratio": self.realised_group_ratio,
+                "realised_label": self.realised_label}
 
     def metrics(self) -> list[dict[str, Any]]:
-        """Store records: the parameter ratio (with the group ratios in its protocol)."""
+        """Store records: the parameter ratio (with the group ratios in its protocol), the
+        realised group ratio of each unit kind (target and realised in its protocol) and of
+        both kinds together (`realised_group_ratio`)."""
         protocol = {
             "target": self.target, "params_before": self.params_before,
             "params_after": self.params_after, "blocks": [self.blocks[0], self.blocks[-1] + 1]
@@ -90,14 +144,37 @@ class StructuredInfo:
             "mlp_group_ratio": self.mlp_group_ratio,
             "scope": "all unique parameters (embeddings included, tied once)",
             "group_ratio_scope": "query heads / MLP channels of the pruned blocks",
+            "structure_key": self.structure_key,
         }
+        rounding = self.realised.get("rounding")
+
+        def kind_protocol(kind: str, unit: str) -> dict[str, Any]:
+            r = self.realised.get(kind, {})
+            return {"unit": unit, "counted_in": r.get("unit"), "enabled": r.get("enabled"),
+                    "target": r.get("target"), "realised": r.get("realised"),
+                    "removed": r.get("removed"), "of": r.get("of"), "blocks": r.get("blocks"),
+                    "target_per_block": r.get("target_per_block"),
+                    "realised_per_block": r.get("realised_per_block"), "rounding": rounding}
+
+        overall = self.realised.get("group_ratio", {})
         return [
             {"name": "param_ratio", "value": self.param_ratio, "role": "structure",
              "protocol": protocol},
             {"name": "group_ratio_attention", "value": self.attention_group_ratio,
-             "role": "structure", "protocol": {"unit": self.options["attention_unit"]}},
+             "role": "structure",
+             "protocol": kind_protocol("attention", self.options["attention_unit"])},
             {"name": "group_ratio_mlp", "value": self.mlp_group_ratio, "role": "structure",
-             "protocol": {"unit": "channel"}},
+             "protocol": kind_protocol("mlp", "channel")},
+            {"name": "realised_group_ratio", "value": self.realised_group_ratio,
+             "role": "structure",
+             "protocol": {"target": overall.get("target"), "realised": overall.get("realised"),
+                          "weights": overall.get("weights"),
+                          "attention": {k: self.realised.get("attention", {}).get(k)
+                                        for k in ("unit", "enabled", "target", "realised")},
+                          "mlp": {k: self.realised.get("mlp", {}).get(k)
+                                  for k in ("unit", "enabled", "target", "realised")},
+                          "label": self.realised_label, "rounding": rounding,
+                          "structure_key": self.structure_key}},
         ]
 
 
@@ -123,8 +200,9 @@ def structured_options(spec: CandidateSpec) -> StructuredOptions:
 
 def plan_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                     progress: Callable[[int, int], None] | None = None,
-                    ) -> tuple[StructuredPlan, dict[str, Any], dict[str, float]]:
-    """Score every unit on the (unchanged) model and choose what to remove."""
+                    ) -> tuple[StructuredPlan, Counts, dict[str, float]]:
+    """Score every unit on the (unchanged) model and choose what to remove: (plan, the unit
+    counts with their target ratios, seconds)."""
     opts = structured_options(spec)
     model, adapter = lm.model, lm.adapter
     n = adapter.num_blocks(model)
@@ -156,7 +234,7 @@ def plan_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | No
         if progress:
             progress(i + 1, len(blocks))
     seconds["scores"] = time.perf_counter() - t0
-    return plan, counts.target, seconds
+    return plan, counts, seconds
 
 
 def prune_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None, *,
@@ -170,7 +248,7 @@ def prune_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | N
     broken, a target larger than the prunable blocks hold).
     """
     opts = structured_options(spec)
-    plan, target, seconds = plan_structured(lm, spec, stats, progress)
+    plan, counts, seconds = plan_structured(lm, spec, stats, progress)
     model, adapter = lm.model, lm.adapter
     original = layer_widths(model, adapter)
     t0 = time.perf_counter()
@@ -183,7 +261,8 @@ def prune_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | N
     blocks = list(range(n) if opts.per_layer else pruned_blocks(n, opts))
     after = entry["layers"]
     info = StructuredInfo(
-        params_before=count_params(model), params_after=count_params(pruned), target=target,
+        params_before=count_params(model), params_after=count_params(pruned),
+        target=counts.target,
         blocks=blocks,
         heads_before=sum(original[b]["heads"] for b in blocks),
         heads_removed=sum(original[b]["heads"] - after[b]["heads"] for b in blocks),
@@ -191,6 +270,8 @@ def prune_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | N
         channels_removed=sum(original[b]["mlp"] - after[b]["mlp"] for b in blocks),
         layers=after, plain_from_pretrained=entry["plain_from_pretrained"],
         options=opts.model_dump(mode="json"), seconds=seconds,
+        realised=realised_ratios(original, after, counts, blocks, opts),
+        structure_key=structure_key(kept_units(plan, original)),
     )
     key = f"{lm.fingerprint}|{spec.hash()}|{stats.calib_hash if stats else ''}"
     out = LoadedModel(
@@ -200,3 +281,4 @@ def prune_structured(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | N
         dtype=lm.dtype, extra={"structured": info},
     )
     return out, info
+

@@ -8,15 +8,18 @@ whose message names the file, the field path and what is allowed.
 from __future__ import annotations
 
 import itertools
+import re
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from prunestudio.engine.data.windows import WindowSpec
+from prunestudio.engine.data.windows import WindowSpec, with_default_split
 from prunestudio.engine.evaluate.tasks import TaskError, resolve_tasks
 from prunestudio.engine.spec import CandidateSpec, Pattern
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -69,12 +72,26 @@ class EvalSet(_Strict):
     batch_size: int = Field(4, ge=1)
 
 
+def _sparsity(v: float) -> float:
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {v}")
+    return v
+
+
+def _method_name(v: str) -> str:
+    from prunestudio.engine.methods import get_method
+
+    get_method(v)  # unknown method -> error listing the registry
+    return v
+
+
 class GridSection(_Strict):
     """Methods × sparsities × patterns; unstructured patterns take every sparsity, N:M
     patterns fix their own (2:4 → 0.5)."""
 
-    methods: list[str] = Field(default_factory=list)
-    sparsities: list[float] = Field(default_factory=lambda: [0.5])
+    methods: list[Annotated[str, AfterValidator(_method_name)]] = Field(default_factory=list)
+    sparsities: list[Annotated[float, AfterValidator(_sparsity)]] = Field(
+        default_factory=lambda: [0.5])
     patterns: list[str] = Field(default_factory=lambda: ["unstructured"])
     layer_ratios: Literal["uniform", "owl"] = "uniform"
     include_dense: bool = True
@@ -85,6 +102,42 @@ class GridSection(_Strict):
         for p in v:
             Pattern.parse(p)
         return v
+
+    def specs(self) -> list[CandidateSpec]:
+        """The grid's candidates (dense first when there are methods), in grid order."""
+        specs: list[CandidateSpec] = []
+        if self.include_dense and self.methods:
+            specs.append(CandidateSpec(method="dense"))
+        for method, pattern_text in itertools.product(self.methods, self.patterns):
+            pattern = Pattern.parse(pattern_text)
+            sparsities = [pattern.sparsity] if pattern.kind == "nm" else self.sparsities
+            for s in sparsities:
+                specs.append(CandidateSpec(
+                    method=method, sparsity=s, pattern=pattern,
+                    layer_ratios=self.layer_ratios if pattern.kind != "nm" else "uniform",
+                ))
+        return specs
+
+    @model_validator(mode="after")
+    def _combinations(self) -> GridSection:
+        """Every method × pattern × sparsity must be a valid spec: said here, at config time,
+        naming the combination, not when the study starts."""
+        problems: dict[str, list[str]] = {}
+        for method, pattern_text in itertools.product(self.methods, self.patterns):
+            pattern = Pattern.parse(pattern_text)
+            nm = pattern.kind == "nm"
+            for s in [pattern.sparsity] if nm else self.sparsities:
+                try:
+                    CandidateSpec(method=method, sparsity=s, pattern=pattern,
+                                  layer_ratios=self.layer_ratios if not nm else "uniform")
+                except ValidationError as exc:
+                    where = f"{method} {pattern.label}" + ("" if nm else f" at sparsity {s}")
+                    for err in exc.errors():
+                        problems.setdefault(_message(err, CandidateSpec), []).append(where)
+        if problems:
+            raise ValueError("; ".join(f"{', '.join(dict.fromkeys(where))}: {msg}"
+                                       for msg, where in problems.items()))
+        return self
 
 
 SEARCH_ROLE = "search"  # the role (fidelity proxy) of the fitness metric of a search
@@ -275,6 +328,29 @@ class StudyConfig(_Strict):
     tasks: TasksSection | None = Field(None, description="lm-eval task accuracy per candidate "
                                        "(grid studies)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_splits(cls, data: Any) -> Any:
+        """A window set that names a source but no split gets that source's split for its
+        role: the training text for [calibration], held-out text (test, else validation) for
+        [[evaluation]] and the search split (c4: train / validation; wikitext2 and ptb:
+        train / test; pydoc and shakespeare: all / all)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "calibration" in data:
+            data["calibration"] = with_default_split(data["calibration"], "calibration")
+        if isinstance(data.get("evaluation"), list):
+            data["evaluation"] = [
+                {**e, "windows": with_default_split(e["windows"], "evaluation")}
+                if isinstance(e, dict) and "windows" in e else e
+                for e in data["evaluation"]]
+        search = data.get("search")
+        if isinstance(search, dict) and "split" in search:
+            data["search"] = {**search, "split": with_default_split(search["split"],
+                                                                     "evaluation")}
+        return data
+
     @field_validator("evaluation")
     @classmethod
     def _roles_unique(cls, v: list[EvalSet]) -> list[EvalSet]:
@@ -314,17 +390,7 @@ class StudyConfig(_Strict):
 
     def candidate_specs(self) -> list[CandidateSpec]:
         """The grid expanded (dense first), then the explicit candidates; duplicates dropped."""
-        specs: list[CandidateSpec] = []
-        if self.grid.include_dense and self.grid.methods:
-            specs.append(CandidateSpec(method="dense"))
-        for method, pattern_text in itertools.product(self.grid.methods, self.grid.patterns):
-            pattern = Pattern.parse(pattern_text)
-            sparsities = [pattern.sparsity] if pattern.kind == "nm" else self.grid.sparsities
-            for s in sparsities:
-                specs.append(CandidateSpec(
-                    method=method, sparsity=s, pattern=pattern,
-                    layer_ratios=self.grid.layer_ratios if pattern.kind != "nm" else "uniform",
-                ))
+        specs = self.grid.specs()
         specs.extend(self.candidates)
         seen, out = set(), []
         for spec in specs:
@@ -341,17 +407,89 @@ class StudyConfig(_Strict):
         return data
 
 
+_PYDANTIC_NOISE = (
+    re.compile(r"\n?[ \t]*For further information visit \S+"),
+    re.compile(r"\s*\[type=[^\]]*\]"),
+    re.compile(r"^\d+ validation errors? for \w+\n", re.M),
+)
+_BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": ("≥", "ge"),
+           "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
+
+
+def clean_pydantic_text(text: str) -> str:
+    """Drop pydantic's URL lines, `[type=..., input_value=...]` tails and headers from a
+    message that embeds a ValidationError's text."""
+    for pattern in _PYDANTIC_NOISE:
+        text = pattern.sub("", text)
+    return text.replace("Value error, ", "").strip()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _loc_text(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel] | None, path: tuple) -> type[BaseModel] | None:
+    """The pydantic model at a location (list indices skipped), or None."""
+    cls = root
+    for part in path:
+        if cls is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        cls = _model_in(field.annotation) if field is not None else None
+    return cls
+
+
+def _message(err: dict, root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as 'message (allowed: ...)', without pydantic's codes and URL."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(root, tuple(err["loc"][:-1]))
+        keys = list(model.model_fields) if model is not None else []
+        return "unknown key (check the spelling" + (
+            f"; allowed: {', '.join(keys)})" if keys else ")")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "literal_error":  # pydantic's text lists the allowed values
+        return f"{clean_pydantic_text(err['msg'])}; got {_short(value)}"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        return (f"{clean_pydantic_text(err['msg'])}; got {_short(value)} (allowed: {symbol} "
+                f"{ctx.get(key)})")
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        return (f"needs {'at least' if kind == 'too_short' else 'at most'} {bound} item(s); "
+                f"got {ctx.get('actual_length')}")
+    msg = clean_pydantic_text(err["msg"])
+    if kind.endswith(("_type", "_parsing")) or kind == "finite_number":
+        return f"{msg}; got {_short(value)}"
+    return msg
+
+
+def format_validation_error(exc: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """A pydantic ValidationError as 'FIELD: message (allowed: ...)' lines, no URLs."""
+    return "\n".join(f"  {_loc_text(tuple(err['loc']))}: {_message(err, root)}"
+                     for err in exc.errors())
+
+
 def _format_validation(exc: ValidationError, where: str) -> str:
-    lines = [f"invalid study config {where}:"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see configs/ for examples)"
-        elif err["type"] == "literal_error":
-            msg = f"{msg}; got {err.get('input')!r}"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+    return f"invalid study config {where}:\n" + format_validation_error(exc, StudyConfig)
 
 
 def parse_config(data: dict[str, Any], where: str = "") -> StudyConfig:
@@ -359,6 +497,18 @@ def parse_config(data: dict[str, Any], where: str = "") -> StudyConfig:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, where)) from None
+
+
+def merge_window_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`--calib KEY=VALUE,...` over a window set (e.g. the default study's calibration): when
+    the overrides change the source but name no split, the inherited split belonged to the old
+    source and is dropped, so the new source's default split for the role applies (c4 →
+    train for calibration) instead of failing with "'c4' has no split 'all'"."""
+    merged = {**base, **overrides}
+    if ("source" in overrides and "split" not in overrides
+            and overrides["source"] != base.get("source")):
+        merged.pop("split", None)
+    return merged
 
 
 def default_config_text() -> str:

@@ -114,3 +114,77 @@ def test_realised_sparsity_matches_other_targets(sparsity):
     for n, m in linear_modules(lm.model).items():
         assert abs(float((m.weight == 0).float().mean()) - sparsity) <= 0.001, n
     assert result.max_target_error <= 0.001
+
+
+CONTEXT = {"llama": ("rotary", "max_position_embeddings"), "opt": ("learned",
+           "max_position_embeddings"), "gpt_neox": ("rotary", "max_position_embeddings"),
+           "gpt2": ("learned", "n_positions")}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_family_states_its_context_and_its_head_config_passes(arch):
+    from prunestudio.engine.models.loading import context_length
+
+    lm = make_lm(arch)
+    lm.adapter.check_config(lm.model.config)  # a working model's config passes
+    assert context_length(lm) == 256  # engine_testlib's tiny configs
+    assert (lm.adapter.positions, lm.adapter.context_field()) == CONTEXT[arch]
+
+
+@pytest.mark.parametrize("arch", ["opt", "gpt2"])
+def test_learned_positions_run_up_to_the_limit_and_are_refused_past_it(arch):
+    from prunestudio.engine.models.loading import ContextLengthError, check_context
+
+    lm = make_lm(arch)
+    limit = 256
+    check_context(lm, limit, "calibration")  # exactly the context: fine, and it runs
+    with torch.no_grad():
+        lm.model(random_ids(1, limit))
+        with pytest.raises(IndexError):  # what every candidate hit before the check
+            lm.model(random_ids(1, limit + 1))
+    with pytest.raises(ContextLengthError) as exc:
+        check_context(lm, limit + 1, "evaluation 'in_domain'")
+    text = str(exc.value)
+    field = CONTEXT[arch][1]
+    assert text.startswith("evaluation 'in_domain': windows of 257 tokens are longer than the "
+                           "model's context of 256 tokens; ")
+    assert f"learns one position embedding per position ({field} = 256)" in text
+    assert "cannot run" in text and text.endswith("Use seqlen ≤ 256")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox"])
+def test_rope_models_past_their_trained_context_are_refused_as_not_comparable(arch, byte_tok):
+    from prunestudio.engine.models.loading import ContextLengthError, check_context
+
+    lm = make_lm(arch)
+    fits = build_windows(WindowSpec(source="pydoc", seqlen=256, n=1), byte_tok)
+    check_context(lm, fits, "search split")  # Windows and WindowSpec work as well as ints
+    check_context(lm, fits.spec, "search split")
+    with pytest.raises(ContextLengthError) as exc:
+        check_context(lm, WindowSpec(source="pydoc", seqlen=1024, n=1), "calibration")
+    text = str(exc.value)
+    assert text.startswith("calibration: windows of 1024 tokens are longer than the model's "
+                           "context of 256 tokens; ")
+    assert "rotary position embeddings (RoPE)" in text and "trained for 256 positions" in text
+    assert "not comparable" in text
+    assert isinstance(exc.value, ValueError)
+
+
+@pytest.mark.parametrize("arch,overrides,expected", [
+    ("llama", {"num_attention_heads": 6, "num_key_value_heads": 4, "head_dim": 16},
+     "num_attention_heads (6) is not divisible by num_key_value_heads (4)"),
+    ("llama", {"num_attention_heads": 4, "num_key_value_heads": 8, "head_dim": 16},
+     "num_attention_heads (4) is not divisible by num_key_value_heads (8)"),
+    ("gpt2", {"n_head": 6}, "hidden_size (64) is not divisible by num_attention_heads (6)"),
+    ("opt", {"num_attention_heads": 5}, "hidden_size (64) is not divisible by "
+     "num_attention_heads (5)"),
+    ("gpt_neox", {"num_attention_heads": 0}, "num_attention_heads = 0"),
+])
+def test_head_counts_that_cannot_work_are_named(arch, overrides, expected):
+    from engine_testlib import tiny_config
+    from prunestudio.engine.models.adapters import InvalidModelConfigError, adapter_for
+
+    config = tiny_config(arch, **overrides)
+    with pytest.raises(InvalidModelConfigError) as exc:
+        adapter_for(config.model_type).check_config(config)
+    assert expected in str(exc.value)

@@ -89,3 +89,116 @@ def test_unknown_sources_and_splits_list_the_allowed_values():
         WindowSpec(source="pydoc", offset=10, end=10)
     with pytest.raises(pydantic.ValidationError, match="seqlen"):
         WindowSpec(source="pydoc", seqlen=1)
+
+
+@pytest.mark.parametrize("source,calibration,evaluation", [
+    ("c4", "train", "validation"),
+    ("wikitext2", "train", "test"),
+    ("ptb", "train", "test"),
+    ("bookcorpus", "train", "train"),
+    ("pydoc", "all", "all"),
+    ("shakespeare", "all", "all"),
+])
+def test_each_source_has_its_own_default_splits(source, calibration, evaluation):
+    src = get_source(source)
+    assert (src.default_split("calibration"), src.default_split("evaluation")) == (
+        calibration, evaluation)
+    assert calibration in src.splits and evaluation in src.splits
+    # a window set without a split: the held-out split
+    assert WindowSpec(source=source).split == evaluation
+
+
+def _config(calibration: dict, *evaluation: dict, search: dict | None = None):
+    from prunestudio.engine.studies.config import parse_config
+
+    data = {"calibration": calibration,
+            "evaluation": [{"role": f"set{i}", "windows": w} for i, w in enumerate(evaluation)]}
+    if search is not None:
+        data.update(study={"kind": "gp"}, search={"split": search})
+    return parse_config(data, "(test)")
+
+
+def test_a_config_without_split_takes_the_sources_split_for_each_role():
+    config = _config({"source": "c4", "n": 4, "selection": "documents"},
+                     {"source": "c4"}, {"source": "wikitext2"}, {"source": "ptb", "split": "validation"})
+    assert config.calibration.split == "train"
+    assert [e.windows.split for e in config.evaluation] == ["validation", "test", "validation"]
+    assert config.to_dict()["calibration"]["split"] == "train"  # recorded as resolved
+    search = _config({"source": "wikitext2"}, {"source": "pydoc", "offset": 40000},
+                     search={"source": "wikitext2", "n": 2})
+    assert search.calibration.split == "train" and search.search.split.split == "test"
+
+
+def test_offline_sources_keep_split_all_so_recorded_configs_do_not_change():
+    from prunestudio.engine.studies.config import load_config
+
+    config = _config({"source": "pydoc", "seqlen": 32, "n": 4}, {"source": "pydoc"},
+                     {"source": "shakespeare"})
+    assert config.calibration.split == "all"
+    assert [e.windows.split for e in config.evaluation] == ["all", "all"]
+    default = load_config(None).to_dict()
+    assert default["calibration"]["split"] == "all"
+    assert [e["windows"]["split"] for e in default["evaluation"]] == ["all", "hamlet"]
+
+
+def test_an_unknown_split_lists_the_sources_splits_at_config_time():
+    from prunestudio.engine.studies.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        _config({"source": "c4", "split": "all"}, {"source": "pydoc"})
+    assert ("calibration: text source 'c4' has no split 'all'; allowed: train, validation "
+            "(default: train for calibration, validation for evaluation)") in str(exc.value)
+    with pytest.raises(ConfigError, match=r"evaluation\.0\.windows: text source 'shakespeare' "
+                       r"has no split 'macbeth2'; allowed: all, .*hamlet"):
+        _config({"source": "pydoc"}, {"source": "shakespeare", "split": "macbeth2"})
+
+
+def test_prune_calib_overrides_drop_the_inherited_split_when_the_source_changes():
+    from prunestudio.engine.studies.config import load_config, merge_window_overrides
+
+    base = load_config(None).to_dict()["calibration"]  # pydoc, split all
+    c4 = merge_window_overrides(base, {"source": "c4", "n": 8})
+    assert "split" not in c4 and c4["n"] == 8 and c4["seqlen"] == base["seqlen"]
+    assert _config(c4, {"source": "pydoc"}).calibration.split == "train"
+    explicit = merge_window_overrides(base, {"source": "c4", "split": "validation"})
+    assert explicit["split"] == "validation"
+    same = merge_window_overrides(base, {"source": "pydoc", "n": 2})
+    assert same["split"] == "all"
+
+
+def test_c4_requests_the_train_shard_and_fails_cleanly_without_the_hub(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def offline(path, name=None, **kwargs):
+        calls.append((path, name, kwargs))
+        raise ConnectionError("Couldn't reach 'allenai/c4' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    split = _config({"source": "c4", "n": 2, "selection": "documents"},
+                    {"source": "pydoc"}).calibration.split
+    with pytest.raises(TextSourceError) as exc:
+        get_source("c4").load(split)
+    assert calls == [("allenai/c4", None, {
+        "data_files": {"train": "en/c4-train.00000-of-01024.json.gz"}, "split": "train"})]
+    text = str(exc.value)
+    assert ("text source 'c4' split 'train' could not be loaded: it downloads the Hugging Face "
+            "dataset allenai/c4, file en/c4-train.00000-of-01024.json.gz and needs the Hugging "
+            "Face hub (network access)") in text
+    assert "HF_HUB_OFFLINE" in text and "ConnectionError" in text and "'pydoc'" in text
+
+
+def test_c4_validation_shard_is_what_an_evaluation_set_reads(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake(path, name=None, **kwargs):
+        calls.append(kwargs["data_files"])
+        return {"text": ["first document.", "second document."]}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    split = _config({"source": "pydoc"}, {"source": "c4"}).evaluation[0].windows.split
+    text = get_source("c4").load(split)
+    assert calls == [{"validation": "en/c4-validation.00000-of-00008.json.gz"}]
+    assert text.text == "first document. second document." and text.split == "validation"

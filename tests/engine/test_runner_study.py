@@ -67,24 +67,45 @@ def test_recorded_dense_ppl_matches_a_direct_forward(tmp_path, tiny_model_dirs, 
     assert recorded == pytest.approx(math.exp(sum(losses) / len(losses)), rel=1e-5)
 
 
+NON_FINITE = "pow(exp(div(X,sub(X,X))))"  # X/ε → exp clamps at e^50 → cubed overflows to inf
+
+
 def test_failing_candidate_is_recorded_and_the_study_goes_on(tmp_path, tiny_model_dirs, llama):
-    # 3:5 is a valid pattern, but 5 divides none of the tiny model's input widths (64, 128)
     config = _config(tiny_model_dirs["llama"], methods='["magnitude"]',
-                     patterns='["3:5", "unstructured"]')
+                     patterns='["unstructured"]',
+                     extra=f"""
+[[candidates]]
+method = "symbolic"
+sparsity = 0.6
+options = {{ expression = "{NON_FINITE}" }}
+""")
     study_id, status = run_study(config, tmp_path / "s.db", lm=llama)
     with open_store(tmp_path / "s.db", readonly=True) as store:
-        by_label = {c["spec"]["pattern"]["kind"] + str(c["spec"]["sparsity"]): c
-                    for c in store.candidates(study_id, with_metrics=True)}
+        by_method = {c["spec"]["method"]: c
+                     for c in store.candidates(study_id, with_metrics=True)}
         events = [e["message"] for e in store.db.query("SELECT message FROM events")]
     assert status == "finished"
-    failed = by_label["nm0.6"]
-    assert failed["status"] == "failed" and "M=5 does not divide the input width" in failed["error"]
+    failed = by_method["symbolic"]
+    assert failed["status"] == "failed" and "non-finite" in failed["error"]
     assert failed["metrics"] == []
-    assert by_label["unstructured0.5"]["status"] == "done"
-    assert any("failed" in e for e in events)
+    assert by_method["magnitude"]["status"] == "done"
+    assert any(f"candidate {failed['id']} failed" in e for e in events)
     # the failed candidate left no pruned weights behind: dense PPL of the model is unchanged
     assert all(float((lin.weight == 0).float().mean()) < 0.01
                for lin in llama.adapter.all_prunable_linears(llama.model))
+
+
+def test_a_pattern_no_layer_can_take_is_refused_before_the_study_exists(tmp_path,
+                                                                        tiny_model_dirs, llama):
+    from prunestudio.engine.preflight import PreflightError
+
+    # 3:5 is a valid pattern, but 5 divides none of the tiny model's input widths (64, 128)
+    config = _config(tiny_model_dirs["llama"], methods='["magnitude"]',
+                     patterns='["3:5", "unstructured"]')
+    with pytest.raises(PreflightError, match=r"pattern 3:5: groups of 5 .* width\(s\) 64, 128"):
+        run_study(config, tmp_path / "s.db", lm=llama)
+    with open_store(tmp_path / "s.db", readonly=True) as store:
+        assert list(store.db.query("SELECT id FROM studies")) == []
 
 
 def test_cancel_request_stops_at_a_candidate_boundary_and_resume_finishes(

@@ -127,7 +127,8 @@ def test_sigkill_mid_search_then_resume_reevaluates_nothing(tmp_path, tiny_model
                           "--quiet").stdout)
     assert _record(ref["candidates"]) == _record(out["candidates"])
     events = [e["message"] for e in store_events(db)]
-    assert any(e.startswith("resuming: 1 interrupted candidate") for e in events)
+    assert any(e.startswith("resumed by ") and ": 1 interrupted candidate(s) (" in e
+               for e in events)
 
 
 def store_events(db: Path) -> list[dict]:

@@ -4,7 +4,7 @@ import math
 import sqlite3
 
 import pytest
-from prunestudio.store import Store, StoreError, spec_hash
+from prunestudio.store import Store, StoreDatabaseError, StoreError, spec_hash
 
 PPL = {"name": "ppl", "dataset": "wikitext2", "split": "test", "seqlen": 128,
        "n_samples": 4, "fidelity": "proxy", "role": "search"}
@@ -152,8 +152,11 @@ def test_finish_is_one_transaction_even_when_sqlite_fails(store: Store, study: i
         "CREATE TRIGGER explode BEFORE INSERT ON metrics WHEN NEW.name = 'explode'"
         " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
     )
-    with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+    # every SQLite error comes out as a StoreError naming the store, with the cause kept
+    with pytest.raises(StoreDatabaseError, match="disk on fire") as err:
         store.finish_candidate(cid, metrics=[ppl(20.0), {"name": "explode", "value": 1.0}])
+    assert isinstance(err.value.cause, sqlite3.IntegrityError)
+    assert err.value.path == str(store.path) and str(store.path) in str(err.value)
     c = store.candidate(cid)
     assert c["status"] == "running" and c["metrics"] == [] and c["finished_at"] is None
     assert not store.conn.in_transaction
@@ -276,8 +279,9 @@ def test_events(store: Store, study: int) -> None:
         store.add_event(study, "x", level="debug")
     with pytest.raises(ValueError, match="progress"):
         store.add_event(study, "x", progress=1.5)
-    with pytest.raises(sqlite3.IntegrityError):  # foreign key: no such study
+    with pytest.raises(StoreDatabaseError, match="FOREIGN KEY") as err:  # no such study
         store.add_event(999, "x")
+    assert isinstance(err.value.cause, sqlite3.IntegrityError)
 
 
 def test_artifacts_and_heartbeat(store: Store, study: int) -> None:

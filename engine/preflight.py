@@ -1,0 +1,58 @@
+"""Checks made once, right after the model loads and the windows are cut, before any study is
+created or any candidate runs: a spec that cannot run on this model fails here with one clear
+message, instead of every candidate failing with a low-level error (and exit code 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prunestudio.engine.models.loading import LoadedModel
+from prunestudio.engine.spec import CandidateSpec
+
+
+class PreflightError(ValueError):
+    """The study cannot run on this model as configured (the message lists why)."""
+
+
+def nm_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
+    """Why an N:M pattern cannot apply to this model's prunable layers, or None."""
+    if spec.pattern.kind != "nm":
+        return None
+    m = int(spec.pattern.m or 0)
+    widths = sorted({lin.in_features for lin in lm.adapter.all_prunable_linears(lm.model)})
+    bad = [w for w in widths if w % m]
+    if not bad:
+        return None
+    fits = [f"{mm // 2}:{mm}" for mm in (4, 8, 16, 32) if all(w % mm == 0 for w in widths)]
+    return (f"pattern {spec.pattern.label}: groups of {m} consecutive input columns need input "
+            f"widths that are multiples of {m}, but this model's prunable layers have "
+            f"width(s) {', '.join(map(str, bad))} (all widths: {', '.join(map(str, widths))}); "
+            + (f"patterns that fit: {', '.join(fits)}" if fits else
+               "choose M dividing every width"))
+
+
+def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
+    """Raise PreflightError listing every distinct reason a spec cannot run on `lm`."""
+    from prunestudio.engine.structured import is_structured
+    from prunestudio.engine.structured.checks import check_structured_spec
+
+    problems: dict[str, list[str]] = {}
+    for spec in specs:
+        reasons = []
+        if is_structured(spec):
+            try:
+                check_structured_spec(lm, spec)
+            except ValueError as exc:
+                reasons.append(str(exc))
+        else:
+            reason = nm_problem(lm, spec)
+            if reason:
+                reasons.append(reason)
+        for r in reasons:
+            problems.setdefault(r, []).append(spec.label)
+    if problems:
+        lines = [f"- {reason} (candidates: {', '.join(labels)})"
+                 for reason, labels in problems.items()]
+        raise PreflightError("the study cannot run on this model; nothing was recorded:\n"
+                             + "\n".join(lines))
