@@ -11,7 +11,13 @@ from typing import Any
 
 from prunestudio.engine.progress import Reporter, RichReporter
 from prunestudio.engine.report import print_study, study_payload
-from prunestudio.engine.studies.config import ConfigError, StudyConfig, load_config, parse_config
+from prunestudio.engine.studies.config import (
+    ConfigError,
+    StudyConfig,
+    load_config,
+    merge_window_overrides,
+    parse_config,
+)
 from prunestudio.store import open_store
 
 
@@ -182,7 +188,8 @@ def prune_config(args: argparse.Namespace) -> StudyConfig:
         data["candidates"].insert(0, {"method": "dense"})
     data["study"]["name"] = args.name
     if args.calib:
-        data["calibration"] = {**data["calibration"], **parse_key_values(args.calib, "--calib")}
+        data["calibration"] = merge_window_overrides(data["calibration"],
+                                                     parse_key_values(args.calib, "--calib"))
     if args.eval:
         sets = []
         for text in args.eval:

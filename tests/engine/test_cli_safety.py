@@ -400,3 +400,40 @@ def test_backup_is_one_consistent_file_and_never_overwrites(study, tmp_path):
     before = tree_digest(tmp_path)
     err = cli_error("backup", str(study["db"]), str(dest))
     assert "exists" in err and changed_files(before, tmp_path) == []
+
+
+# -- 11. / 14. read-only media and full disks (real mounts) -------------------------------------
+
+def test_readers_work_on_a_read_only_medium_and_writers_get_a_clear_error(tmp_path, tmpfs,
+                                                                          tiny_model_dirs):
+    mount = tmpfs(size="16m")
+    db = mount.path / "s.db"
+    out = json.loads(_prune(tiny_model_dirs["llama"], db, "--methods", "wanda").stdout)
+    mount.remount(readonly=True)
+    before = tree_digest(mount.path)
+    shown = cli("show", "1", "--store", str(db)).stdout
+    assert "wanda 50%" in shown and "dense" in shown
+    assert out["study"]["name"] in cli("studies", "--store", str(db)).stdout
+    err = cli_error("prune", "--model", str(tiny_model_dirs["llama"]), "--methods", "wanda",
+                    "--store", str(db), "--quiet")
+    assert "cannot write store" in err and "read-only" in err
+    assert tree_digest(mount.path) == before
+
+
+def test_a_full_disk_stops_the_study_cleanly_and_resume_finishes_it(tmp_path, tmpfs,
+                                                                     tiny_model_dirs):
+    mount = tmpfs(size="16m")
+    db = mount.path / "s.db"
+    cfg = _slow_config(tmp_path, tiny_model_dirs["llama"])
+    proc = _start_and_wait_for_running(cfg, db, "full")
+    filler = mount.fill()  # the disk is full from here on
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "disk full while writing store" in err
+    filler.unlink()
+    resumed = json.loads(cli("run", "--resume", "full", "--store", str(db), "--json",
+                             "--quiet").stdout)
+    assert resumed["study"]["status"] == "finished"
+    assert [c["status"] for c in resumed["candidates"]] == ["done"] * 7
+    hashes = [c["spec_hash"] for c in resumed["candidates"]]
+    assert len(hashes) == len(set(hashes))

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import gc
-import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,66 +21,3 @@ def store(db_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def study(store: Store) -> int:
     return store.create_study(name="s1", kind="grid", model="smollm2-135m", config={"a": 1})
-
-
-# -- real mounts: full disks and read-only media ----------------------------------------------
-# Root ignores file permissions (and CI runs as root), so "cannot write" is tested with what
-# root cannot override: a size-limited tmpfs (a full disk) and a read-only remount.
-
-
-class Mount:
-    """A tmpfs mounted on ``path`` for one test."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, capture_output=True, text=True, timeout=30)
-
-    def remount(self, readonly: bool) -> None:
-        gc.collect()  # a leaked sqlite3 connection keeps files open: EBUSY on remount ro
-        r = self._run("mount", "-o", f"remount,{'ro' if readonly else 'rw'}", str(self.path))
-        assert r.returncode == 0, f"remount {self.path} failed: {r.stderr}"
-
-    def fill(self) -> Path:
-        """Fill the file system to the last byte with a file; return it (delete it to free
-        the space)."""
-        filler = self.path / "filler.bin"
-        with open(filler, "wb", buffering=0) as f:
-            for size in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
-                while True:
-                    try:
-                        if not f.write(b"\0" * size):
-                            break
-                    except OSError:
-                        break
-        return filler
-
-    def unmount(self) -> None:
-        gc.collect()
-        if self._run("umount", str(self.path)).returncode != 0:
-            self._run("umount", "-l", str(self.path))  # lazily: a test left a file open
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
-    """``tmpfs(size="4m", name="mnt")`` mounts a fresh tmpfs under tmp_path; every mount is
-    unmounted after the test. Skips (with the reason) where mounting is not permitted."""
-    mounts: list[Mount] = []
-
-    def make(size: str = "4m", name: str = "mnt") -> Mount:
-        if os.geteuid() != 0:
-            pytest.skip("needs root: full-disk and read-only-medium tests mount a tmpfs")
-        target = tmp_path / name
-        target.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                            str(target)], capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            pytest.skip(f"mounting a tmpfs is not permitted here: {r.stderr.strip()}")
-        mount = Mount(target)
-        mounts.append(mount)
-        return mount
-
-    yield make
-    for m in reversed(mounts):
-        m.unmount()
