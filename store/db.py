@@ -74,9 +74,10 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _guarded(fn: F) -> F:
-    """Turn any SQLite error escaping a Store method into a StoreError subclass naming the
-    store (the transaction, if any, was rolled back by :meth:`Store.transaction`)."""
+def guarded(fn: F) -> F:
+    """Turn any SQLite error escaping a Store method or a query function (first argument: the
+    Store) into a StoreError subclass naming the store (the transaction, if any, was rolled
+    back by :meth:`Store.transaction`)."""
 
     @functools.wraps(fn)
     def inner(self: Store, *args: Any, **kwargs: Any) -> Any:
@@ -343,7 +344,7 @@ class Store:
 
     # -- studies ------------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def create_study(
         self, *, name: str | None, kind: str, model: str, config: Mapping[str, Any],
         seed: int | None = None, budget: int | None = None,
@@ -395,7 +396,7 @@ class Store:
         listed = ", ".join(f"{r['name']} (id {r['id']})" for r in known) or "none yet"
         return StoreError(f"no study {key!r} in {self.path}; known: {listed}")
 
-    @_guarded
+    @guarded
     def get_study(self, study_id_or_name: int | str) -> dict[str, Any]:
         """The study row (config decoded), by id or by name."""
         row = self._study_row(study_id_or_name)
@@ -403,7 +404,7 @@ class Store:
             raise self._no_study(study_id_or_name)
         return decode_study(row)
 
-    @_guarded
+    @guarded
     def set_study_status(self, study_id: int, status: str, *, error: str | None = None) -> None:
         """Set status (one of STUDY_STATUSES) and ``error`` (None clears it). The first
         'running' sets started_at; a terminal status sets finished_at; 'running' clears it."""
@@ -423,7 +424,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
-    @_guarded
+    @guarded
     def request_cancel(self, study_id: int, reason: str) -> None:
         """Ask the runner to stop the study after its current candidate."""
         _text(reason, "cancel reason")
@@ -435,7 +436,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
-    @_guarded
+    @guarded
     def clear_cancel(self, study_id: int) -> None:
         """Forget a cancel request (e.g. when the user resumes the study)."""
         with self.transaction() as c:
@@ -445,7 +446,7 @@ class Store:
                 raise self._no_study(study_id)
             self._touch(study_id)
 
-    @_guarded
+    @guarded
     def cancel_requested(self, study_id: int) -> str | None:
         """The pending cancel reason of the study, or None."""
         row = self.conn.execute(
@@ -457,7 +458,7 @@ class Store:
 
     # -- candidates ---------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def add_candidate(
         self, study_id: int, spec: Mapping[str, Any], *, origin: str,
         parents: Sequence[int] | None = None, generation: int | None = None,
@@ -503,7 +504,7 @@ class Store:
             raise StoreError(f"no candidate with id {candidate_id} in {self.path}")
         return found[0]
 
-    @_guarded
+    @guarded
     def start_candidate(self, candidate_id: int, *, worker: str | None = None) -> bool:
         """Mark a 'pending' (or 'failed', to retry) candidate 'running'. Returns False and
         changes nothing when it is in any other status (e.g. another worker took it)."""
@@ -519,7 +520,7 @@ class Store:
             self._touch(row["study_id"], [candidate_id])
             return True
 
-    @_guarded
+    @guarded
     def claim_candidate(self, study_id: int, *, worker: str) -> dict[str, Any] | None:
         """Atomically take the lowest-idx pending candidate (for several workers); return it
         (now 'running') or None when nothing is pending."""
@@ -564,7 +565,7 @@ class Store:
             out.append(norm)
         return out
 
-    @_guarded
+    @guarded
     def finish_candidate(
         self, candidate_id: int, *, metrics: Sequence[Mapping[str, Any]],
         timings: Mapping[str, float] | None = None, info: Mapping[str, Any] | None = None,
@@ -592,7 +593,7 @@ class Store:
             )
             self._touch(row["study_id"], [candidate_id])
 
-    @_guarded
+    @guarded
     def add_metrics(self, candidate_id: int, metrics: Sequence[Mapping[str, Any]]) -> None:
         """Add or replace metrics (same key: name, dataset, split, seqlen, fidelity, role)."""
         norm = self._normalise(metrics)
@@ -613,7 +614,7 @@ class Store:
             )
             self._touch(row["study_id"], [candidate_id])
 
-    @_guarded
+    @guarded
     def fail_candidate(
         self, candidate_id: int, *, error: str, timings: Mapping[str, float] | None = None,
         info: Mapping[str, Any] | None = None,
@@ -621,14 +622,14 @@ class Store:
         """Mark the candidate 'failed' with its error message (metrics already stored stay)."""
         self._end(candidate_id, "failed", _text(error, "error"), timings, info)
 
-    @_guarded
+    @guarded
     def skip_candidate(
         self, candidate_id: int, *, reason: str, info: Mapping[str, Any] | None = None
     ) -> None:
         """Mark the candidate 'skipped' (reason kept in ``error``, e.g. an equivalent mask)."""
         self._end(candidate_id, "skipped", _text(reason, "reason"), None, info)
 
-    @_guarded
+    @guarded
     def reset_running(self, study_id: int) -> list[int]:
         """After a crash: candidates still 'running' go back to 'pending' and lose any partial
         metrics. Returns their ids (in idx order)."""
@@ -649,7 +650,7 @@ class Store:
                 self._touch(study_id, ids)
         return ids
 
-    @_guarded
+    @guarded
     def candidates(
         self, study_id: int, *, status: str | None = None, with_metrics: bool = False
     ) -> list[dict[str, Any]]:
@@ -666,7 +667,7 @@ class Store:
                     r["metrics"] = by_id[r["id"]]
         return found
 
-    @_guarded
+    @guarded
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         """One candidate with its ``metrics`` list."""
         with self.snapshot() as c:
@@ -674,7 +675,7 @@ class Store:
             out["metrics"] = metrics_for(c, [candidate_id])[candidate_id]
         return out
 
-    @_guarded
+    @guarded
     def candidate_by_hash(self, study_id: int, spec_hash: str) -> dict[str, Any] | None:
         """The candidate of this study with this spec hash (with metrics), or None."""
         row = self.conn.execute(
@@ -685,7 +686,7 @@ class Store:
 
     # -- events, artifacts, workers -----------------------------------------------------------
 
-    @_guarded
+    @guarded
     def add_event(
         self, study_id: int, message: str, *, level: str = "info",
         candidate_id: int | None = None, progress: float | None = None,
@@ -703,7 +704,7 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    @_guarded
+    @guarded
     def add_artifact(
         self, candidate_id: int, *, kind: str, path: str | os.PathLike[str],
         hash: str | None = None, bytes: int | None = None,
@@ -719,12 +720,12 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
-    @_guarded
+    @guarded
     def artifacts(self, candidate_id: int) -> list[dict[str, Any]]:
         return rows(self.conn, "SELECT * FROM artifacts WHERE candidate_id = ? ORDER BY id",
                     (candidate_id,))
 
-    @_guarded
+    @guarded
     def heartbeat(
         self, worker: str, *, study_id: int, candidate_id: int | None = None,
         keep_candidate: bool = False, host: str | None = None, pid: int | None = None,
@@ -746,13 +747,13 @@ class Store:
                  bool(keep_candidate)),
             )
 
-    @_guarded
+    @guarded
     def remove_worker(self, name: str) -> bool:
         """Delete the ``workers`` row ``name`` (a runner that ends); True if there was one."""
         with self.transaction() as c:
             return c.execute("DELETE FROM workers WHERE name = ?", (name,)).rowcount > 0
 
-    @_guarded
+    @guarded
     def remove_dead_workers(self, study_id: int | None = None) -> list[str]:
         """Delete the worker rows written on this host by processes that no longer exist
         (of one study, or of all); return their names. Rows of other hosts are kept: only

@@ -8,14 +8,11 @@ Each function reads one consistent snapshot.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from .db import Store
-from .errors import StoreError
+from .db import Store, guarded
 from .liveness import this_host, worker_stale
 from .records import (
     decode_candidate,
@@ -38,24 +35,6 @@ __all__ = [
     "best_metrics",
     "list_workers",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _guarded(fn: F) -> F:
-    """SQLite errors of a query come out as StoreError subclasses naming the store."""
-
-    @functools.wraps(fn)
-    def inner(store: Store, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(store, *args, **kwargs)
-        except StoreError:
-            raise
-        except sqlite3.Error as exc:
-            raise store.error(exc) from exc
-
-    return inner  # type: ignore[return-value]
-
 
 _COUNTS = f"""
 SELECT s.*,
@@ -108,7 +87,7 @@ def _with_counts(c: sqlite3.Connection, found: list[dict[str, Any]], now: float 
     return out
 
 
-@_guarded
+@guarded
 def list_studies(store: Store, now: float | None = None) -> list[dict[str, Any]]:
     """Every study (ordered by id) with candidate counts n_total, n_done, n_failed,
     n_pending, n_running, n_skipped, ``n_budget_used`` (candidates that spent the study's
@@ -120,7 +99,7 @@ def list_studies(store: Store, now: float | None = None) -> list[dict[str, Any]]
         return _with_counts(c, rows(c, _COUNTS + " GROUP BY s.id ORDER BY s.id"), now)
 
 
-@_guarded
+@guarded
 def studies_since(store: Store, after_seq: int, now: float | None = None
                   ) -> tuple[list[dict[str, Any]], int]:
     """Studies (with counts and ``stale``, as in :func:`list_studies`) that changed after
@@ -137,7 +116,7 @@ def studies_since(store: Store, after_seq: int, now: float | None = None
     return out, cursor
 
 
-@_guarded
+@guarded
 def stale_running(store: Store, now: float | None = None,
                   study_ids: list[int] | None = None) -> dict[int, bool]:
     """``{study id: stale}`` for every study whose status is 'running' (or those of
@@ -148,7 +127,7 @@ def stale_running(store: Store, now: float | None = None,
         return _stale_flags(c, study_ids, now)
 
 
-@_guarded
+@guarded
 def candidates_since(
     store: Store, study_id: int | None, after_seq: int, limit: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
@@ -188,7 +167,7 @@ def candidates_since(
     return found, cursor
 
 
-@_guarded
+@guarded
 def events_since(
     store: Store, study_id: int, after_id: int, limit: int = 1000
 ) -> tuple[list[dict[str, Any]], int]:
@@ -201,7 +180,7 @@ def events_since(
     return found, (found[-1]["id"] if found else after_id)
 
 
-@_guarded
+@guarded
 def metrics_long(store: Store, study_id: int) -> list[dict[str, Any]]:
     """Long format: one row per metric, with its candidate's idx, status, origin, generation
     and the metric's ``key`` (see :func:`metrics_table`). Best for charts."""
@@ -221,7 +200,7 @@ def metrics_long(store: Store, study_id: int) -> list[dict[str, Any]]:
     return out
 
 
-@_guarded
+@guarded
 def metrics_table(store: Store, study_id: int) -> list[dict[str, Any]]:
     """Wide format: one row per candidate (ordered by idx) with id, idx, status, origin,
     generation, spec_hash, spec, error, plus one column per metric named
@@ -247,7 +226,7 @@ def metrics_table(store: Store, study_id: int) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-@_guarded
+@guarded
 def best_candidate(
     store: Store, study_id: int, metric: str = "ppl", role: str | None = None,
     lower_is_better: bool = True, *, dataset: str | None = None, split: str | None = None,
@@ -285,7 +264,7 @@ def best_candidate(
     return out
 
 
-@_guarded
+@guarded
 def best_metrics(
     store: Store, study_ids: list[int] | None = None, metric: str = "ppl",
     lower_is_better: bool = True, exclude_methods: tuple[str, ...] = (),
@@ -326,7 +305,7 @@ def best_metrics(
     return out
 
 
-@_guarded
+@guarded
 def list_workers(store: Store, study_id: int | None = None, now: float | None = None
                  ) -> list[dict[str, Any]]:
     """Worker heartbeats (name, study_id, candidate_id, heartbeat, host, pid), newest first,

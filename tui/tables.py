@@ -149,7 +149,8 @@ class CandidateTable(_KeyedTable):
         shown = {k for k, _, _ in keep}
         self._label_width = max(label_min, min(60, room - used))
         cols: list[tuple[str, str | Text, int]] = [
-            ("_id", Text("#", justify="right"), 4), ("status", "status", 7),
+            # the candidate id, the number `show`, `export` and `eval` take (not its index)
+            ("_id", Text("id", justify="right"), 5), ("status", "status", 7),
             ("origin", "origin", 9),
         ]
         if "generation" in shown:
@@ -171,7 +172,7 @@ class CandidateTable(_KeyedTable):
         out: list[Cell] = []
         for key in self.column_keys:
             if key == "_id":
-                out.append((str(row.idx), "bold" if row.id == self.best_id else "", "right"))
+                out.append((str(row.id), "bold" if row.id == self.best_id else "", "right"))
             elif key == "status":
                 out.append((row.status, STATUS_STYLE.get(row.status, ""), "left"))
             elif key == "origin":

@@ -23,7 +23,7 @@ STATUS_ORDER = ("running", "pending", "done", "failed", "skipped")
 _STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
 # sort key -> (title, value of a row or None when missing)
 BASE_SORTS: dict[str, tuple[str, Callable[[CandRow], Any]]] = {
-    "idx": ("#", lambda r: r.idx),
+    "idx": ("id", lambda r: r.idx),  # ids grow with the index inside a study
     "status": ("status", lambda r: _STATUS_RANK.get(r.status, len(STATUS_ORDER))),
     "origin": ("origin", lambda r: r.origin),
     "generation": ("gen", lambda r: r.generation),

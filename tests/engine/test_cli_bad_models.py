@@ -4,32 +4,20 @@ folder given are byte-identical afterwards."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_testlib import EXE, tree_digest
 from prunestudio.store import open_store
 from tiny_models import tiny_study_toml
 
-EXE = [sys.executable, "-m", "prunestudio.cli"]
 SMALL = ["--calib", "source=pydoc,n=2,seqlen=32",
          "--eval", "role=in_domain,source=pydoc,n=2,seqlen=32,offset=20000", "--quiet"]
 PYDANTIC_NOISE = ("errors.pydantic.dev", "For further information", "[type=", "input_value")
-
-
-def _snapshot(*paths: Path) -> dict[str, str]:
-    """sha256 of every file under each path (names included: a new file is a change)."""
-    out = {}
-    for root in paths:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
 def _store(tmp_path: Path) -> Path:
@@ -45,7 +33,7 @@ def _store(tmp_path: Path) -> Path:
 def _refused(db: Path, model: Path | None, *args: str) -> str:
     """Run the CLI; it must exit 2 with a message and leave the store and model untouched."""
     watched = [db.parent] + ([model] if model is not None else [])
-    before = _snapshot(*watched)
+    before = tree_digest(*watched)
     proc = subprocess.run([*EXE, *args, "--store", str(db)], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
@@ -53,7 +41,7 @@ def _refused(db: Path, model: Path | None, *args: str) -> str:
     command = args[0]
     assert proc.stderr.startswith(f"prunestudio {command}: error: "), proc.stderr
     assert not any(noise in proc.stderr for noise in PYDANTIC_NOISE), proc.stderr
-    assert _snapshot(*watched) == before, "a refused command changed the store or the model"
+    assert tree_digest(*watched) == before, "a refused command changed the store or the model"
     # read without a trace: immutable=1 creates no -wal / -shm file beside the store
     con = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
     try:

@@ -199,7 +199,10 @@ def test_verify_without_a_recorded_perplexity_is_refused(study, tmp_path):
                                  config=config)
         spec = dict(study["result"]["candidates"][1]["spec"], sparsity=0.3)
         cid, _ = store.add_candidate(sid, spec, origin="grid")
+    _checkpointed(db)
+    before = tree_digest(tmp_path)
     err = cli_error("export", str(cid), str(tmp_path / "out"), "--verify", "--store", str(db))
+    assert changed_files(before, tmp_path) == []
     assert f"candidate {cid} (pending) has no recorded 'in_domain' perplexity" in err
     assert not (tmp_path / "out").exists()
 
@@ -323,8 +326,10 @@ def test_impossible_studies_fail_before_anything_is_recorded(tmp_path, tiny_mode
             "--store", str(db), "--quiet"]
     if not any(a.startswith("role=") for a in args):
         base += ["--eval", EVAL]
+    model_before = tree_digest(tiny_model_dirs["llama"])
     err = cli_error(*base, *args)
     assert expected in err, err
+    assert changed_files(model_before, tiny_model_dirs["llama"]) == []
     if db.exists():
         with open_store(db, readonly=True) as store:
             assert list(store.db.query("SELECT id FROM studies")) == []
@@ -345,16 +350,23 @@ def test_finished_with_failed_candidates_exits_3(tmp_path, tiny_model_dirs):
 @pytest.mark.parametrize("store", ["/proc/prunestudio.db", "/sys/s.db", "FOLDER"])
 def test_impossible_store_paths_are_clear_errors(tmp_path, store):
     path = str(tmp_path) if store == "FOLDER" else store
+    (tmp_path / "keep.txt").write_text("mine\n")
+    before = tree_digest(tmp_path)
     err = cli_error("studies", "--store", path) if store != "FOLDER" else cli_error(
         "prune", "--store", path, "--quiet")
     assert path in err
+    assert ("is a folder; give a file path" in err if store == "FOLDER"
+            else "not a place for a store" in err), err
+    assert tree_digest(tmp_path) == before
 
 
 def test_option_lists_are_json(tmp_path, tiny_model_dirs):
+    before = tree_digest(tiny_model_dirs["llama"])
     err = cli_error("prune", "--model", str(tiny_model_dirs["llama"]), "--methods", "structured",
                     "--option", "structured.layer_ratios=[1.0,0.5", "--store",
                     str(tmp_path / "s.db"), "--quiet")
     assert "not valid JSON" in err and "[0.5,0.25]" in err
+    assert changed_files(before, tiny_model_dirs["llama"]) == [] and not (tmp_path / "s.db").exists()
 
 
 def test_export_and_eval_of_a_failed_candidate_say_it_failed(tmp_path, tiny_model_dirs):
@@ -363,17 +375,21 @@ def test_export_and_eval_of_a_failed_candidate_say_it_failed(tmp_path, tiny_mode
                             NON_FINITE, check=False).stdout)
     (cand,) = out["candidates"]
     assert cand["status"] == "failed"
+    _checkpointed(db)
+    before = tree_digest(tmp_path, tiny_model_dirs["llama"])
     for args in (["export", str(cand["id"]), str(tmp_path / "x")],
                  ["eval", str(cand["id"])]):
         err = cli_error(*args, "--store", str(db))
         assert f"candidate {cand['id']} of study" in err and "failed when the study ran" in err
     assert not (tmp_path / "x").exists()
+    assert changed_files(before, tmp_path, tiny_model_dirs["llama"]) == []
 
 
 def test_lock_message_names_the_cli_flag(tmp_path, tiny_model_dirs):
     db = tmp_path / "s.db"
     with open_store(db):
         pass
+    before = tree_digest(db)
     holder = sqlite3.connect(db, timeout=0)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -384,6 +400,7 @@ def test_lock_message_names_the_cli_flag(tmp_path, tiny_model_dirs):
         holder.rollback()
         holder.close()
     assert "locked" in err and "--lock-timeout" in err and "open_store" not in err
+    assert changed_files(before, db) == []
 
 
 # -- 13. backup ----------------------------------------------------------------------------------
