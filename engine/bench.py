@@ -12,12 +12,8 @@ cost is measured, not read from a warm cache. Records go to a temporary store.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,21 +24,10 @@ from prunestudio.engine.models.loading import LoadedModel, load_model
 from prunestudio.engine.pruning import WeightSnapshot, prune_model
 from prunestudio.engine.runner import cut_windows
 from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import StudyConfig, load_config, parse_config
-from prunestudio.store import Store, open_store
+from prunestudio.engine.studies.config import StudyConfig
+from prunestudio.store import Store
 
 PHASES = ("load", "statistics", "prune", "evaluate", "record", "restore")
-
-
-def bench_config(model: str, eval_windows: int, device: str | None, dtype: str | None
-                 ) -> StudyConfig:
-    data = load_config(None).to_dict()
-    data["model"] = {"source": model, "device": device or "auto", "dtype": dtype or "auto"}
-    first = data["evaluation"][0]
-    first["windows"]["n"] = eval_windows
-    data["evaluation"] = [first]
-    data.pop("tasks", None)  # the bench times the pruning loop, not lm-eval
-    return parse_config(data, "(bench)")
 
 
 def _warm_statistics(stats: StatsCache, specs: list[CandidateSpec]) -> None:
@@ -180,21 +165,3 @@ def print_bench(r: dict[str, Any]) -> None:
                   f"{r['per_candidate_ratio']:.2f}×", style="bold")
     console.print(f"same perplexities in both loops: {r['same_results']}")
 
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    config = bench_config(args.model, args.eval_windows, args.device, args.dtype)
-    try:
-        sparsities = [float(x) for x in args.sparsities.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--sparsities must be numbers in [0, 1); got {args.sparsities!r}") from None
-    specs = [CandidateSpec(method=m.strip(), sparsity=s, calibration={"mode": args.calibration})
-             for m in args.methods.split(",") if m.strip() for s in sparsities]
-    if not specs:
-        raise ValueError("--methods is empty")
-    with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "bench.db") as store:
-        result = run_bench(config, specs, store, log=(lambda s: None) if args.json else print)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_bench(result)
-    return 0

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from prunestudio.schema import default_store_path  # the one definition (re-exported)
+
+__all__ = ["cache_dir", "cache_root", "default_store_path", "home_dir"]
+
 
 def home_dir() -> Path:
     """`$PRUNESTUDIO_HOME`, default `~/.cache/prunestudio`."""
@@ -21,8 +25,3 @@ def cache_dir(kind: str) -> Path:
     path = cache_root() / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def default_store_path() -> Path:
-    """`$PRUNESTUDIO_STORE`, default `./prunestudio.db` in the working directory."""
-    return Path(os.environ.get("PRUNESTUDIO_STORE", "prunestudio.db"))

@@ -34,15 +34,15 @@ def nm_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
 
 def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
     """Raise PreflightError listing every distinct reason a spec cannot run on `lm`."""
-    from prunestudio.engine.structured import is_structured
-    from prunestudio.engine.structured.checks import check_structured_spec
+    from prunestudio.engine.methods import ShapeChangingMethod, get_method
 
     problems: dict[str, list[str]] = {}
     for spec in specs:
         reasons = []
-        if is_structured(spec):
+        method = get_method(spec.method)
+        if isinstance(method, ShapeChangingMethod):
             try:
-                check_structured_spec(lm, spec)
+                method.check(lm, spec)
             except ValueError as exc:
                 reasons.append(str(exc))
         else:

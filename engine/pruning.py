@@ -14,7 +14,7 @@ import torch
 from prunestudio.engine.calibration import LayerStats, StatsCache, prune_sequentially
 from prunestudio.engine.masks import realised_sparsity
 from prunestudio.engine.methods import get_method
-from prunestudio.engine.methods.base import LayerInputs, LayerTarget
+from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.spec import CandidateSpec, OWLConfig
@@ -105,7 +105,7 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                 progress: Callable[[int, int], None] | None = None) -> PruneResult:
     """Prune `lm.model` in place as `spec` says; mark touched layers dirty on `snapshot`."""
     method = get_method(spec.method)
-    if method.structured:
+    if not isinstance(method, PruningMethod):
         raise ValueError(
             f"method {spec.method!r} changes the model's shapes and cannot prune in place: use "
             "prunestudio.engine.structured.prune_structured(lm, spec, stats), which returns a "

@@ -11,6 +11,8 @@ from typing import Literal
 from prunestudio.store.canonical import canonical_json, spec_hash
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prunestudio.schema import spec_label
+
 
 class Pattern(BaseModel):
     """Sparsity pattern: `unstructured` or N:M (`2:4`, `4:8`, any N < M)."""
@@ -145,24 +147,5 @@ class CandidateSpec(BaseModel):
 
     @property
     def label(self) -> str:
-        if self.method == "dense":
-            return "dense"
-        from prunestudio.engine.methods import get_method
-
-        method = get_method(self.method)
-        custom = method.spec_label(self.sparsity, method.validate_options(self.options))
-        if custom is not None:
-            return custom
-        parts = [self.method]
-        opts = get_method(self.method).validate_options(self.options)
-        scope = getattr(opts, "scope", None)
-        if scope:
-            parts[0] += f"[{scope}]"
-        if getattr(opts, "ties", "index") != "index":
-            parts[0] += f"[ties={opts.ties}]"
-        parts.append(self.pattern.label if self.pattern.kind == "nm" else f"{self.sparsity:.0%}")
-        if self.layer_ratios == "owl":
-            parts.append("owl")
-        if self.calibration.mode == "dense":
-            parts.append("dense-calib")
-        return " ".join(parts)
+        """The candidate label (the schema's one label function, on the canonical form)."""
+        return spec_label(self.canonical())

@@ -1,10 +1,15 @@
 """Prune Studio's SQLite store: schema, writes from the engine, read queries for the UIs.
 
-Imports nothing else of Prune Studio and no torch, so UIs start fast::
+Imports only ``prunestudio.schema`` of Prune Studio, and no torch, so UIs start fast. Reads
+come back as the schema's typed records (``Study``, ``Candidate``, ``Metric``...) for the UIs,
+or as plain dicts (the engine's writer side and the ``--json`` payloads)::
 
     from prunestudio.store import open_store, queries
     with open_store("runs/studio.db", readonly=True) as store:
-        rows, cursor = queries.candidates_since(store, study_id, 0)
+        study = store.study_record("my-study")
+        records, cursor = queries.candidate_records_since(store, study.id, 0)
+
+Every SQLite error comes out as a :class:`StoreError` subclass: no reader imports sqlite3.
 """
 
 from . import queries
@@ -28,7 +33,9 @@ from .heartbeat import Heartbeat
 from .liveness import HEARTBEAT_INTERVAL, STALE_AFTER
 from .queries import (
     best_candidate,
+    candidate_records_since,
     candidates_since,
+    event_records_since,
     events_since,
     list_studies,
     list_workers,
@@ -36,14 +43,23 @@ from .queries import (
     metrics_table,
     stale_running,
     studies_since,
+    study_records,
+    study_records_since,
+    worker_records,
 )
 from .records import (
     CANDIDATE_STATUSES,
     EVENT_LEVELS,
     FIDELITIES,
+    METRIC_KEYS,
     SEARCH_KINDS,
     STUDY_STATUSES,
     STUDY_TERMINAL,
+    Artifact,
+    Candidate,
+    Event,
+    Study,
+    Worker,
     metric_key,
     task_metric_title,
 )
@@ -55,11 +71,22 @@ __all__ = [
     "EVENT_LEVELS",
     "FIDELITIES",
     "HEARTBEAT_INTERVAL",
+    "METRIC_KEYS",
     "SEARCH_KINDS",
     "STALE_AFTER",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
+    "Artifact",
     "BackupInfo",
+    "Candidate",
+    "Event",
+    "Study",
+    "Worker",
+    "candidate_records_since",
+    "event_records_since",
+    "study_records",
+    "study_records_since",
+    "worker_records",
     "Heartbeat",
     "SchemaTooNewError",
     "Store",

@@ -40,12 +40,17 @@ from .records import (
     EVENT_LEVELS,
     STUDY_STATUSES,
     STUDY_TERMINAL,
+    Artifact,
+    Candidate,
+    Study,
+    candidate_record,
     check_choice,
     decode_candidate,
     decode_study,
     metrics_for,
     normalise_metric,
     rows,
+    study_record,
 )
 from .schema import (
     SCHEMA_VERSION,
@@ -683,6 +688,32 @@ class Store:
             (study_id, spec_hash),
         ).fetchone()
         return None if row is None else self.candidate(int(row[0]))
+
+    # -- records (prunestudio.schema) --------------------------------------------------------
+
+    @guarded
+    def study_record(self, study_id_or_name: int | str) -> Study:
+        """The study (by id or name) as a :class:`~prunestudio.schema.Study` record."""
+        row = self._study_row(study_id_or_name)
+        if row is None:
+            raise self._no_study(study_id_or_name)
+        return study_record(row)
+
+    @guarded
+    def candidate_records(self, study_id: int, *, status: str | None = None
+                          ) -> list[Candidate]:
+        """The study's candidates (ordered by idx, with their metrics) as records."""
+        return [candidate_record(r)
+                for r in self.candidates(study_id, status=status, with_metrics=True)]
+
+    @guarded
+    def candidate_record(self, candidate_id: int) -> Candidate:
+        """One candidate, with its metrics, as a record."""
+        return candidate_record(self.candidate(candidate_id))
+
+    @guarded
+    def artifact_records(self, candidate_id: int) -> list[Artifact]:
+        return [Artifact.of(r) for r in self.artifacts(candidate_id)]
 
     # -- events, artifacts, workers -----------------------------------------------------------
 

@@ -15,16 +15,28 @@ from typing import Any
 from .db import Store, guarded
 from .liveness import this_host, worker_stale
 from .records import (
+    Candidate,
+    Event,
+    Study,
+    Worker,
+    candidate_record,
     decode_candidate,
     decode_metric,
     decode_study,
     in_budget_sql,
     metric_key,
+    reference_sql,
     rows,
+    study_record,
 )
 
 __all__ = [
     "list_studies",
+    "study_records",
+    "study_records_since",
+    "candidate_records_since",
+    "event_records_since",
+    "worker_records",
     "studies_since",
     "stale_running",
     "candidates_since",
@@ -268,13 +280,16 @@ def best_candidate(
 def best_metrics(
     store: Store, study_ids: list[int] | None = None, metric: str = "ppl",
     lower_is_better: bool = True, exclude_methods: tuple[str, ...] = (),
+    *, exclude_references: bool = False,
 ) -> list[dict[str, Any]]:
     """For each study and each identity of ``metric`` (dataset, split, seqlen, fidelity,
     role), the best value among done candidates: rows with study_id, name, dataset, split,
     seqlen, fidelity, role, value, candidate_id and idx (of a candidate holding that value)
     and n (done candidates with that metric). One aggregate query; ``study_ids`` limits it
     (e.g. to the studies ``studies_since`` reported changed); ``exclude_methods`` leaves out
-    candidates whose spec has that ``method`` (e.g. the unpruned "dense" reference)."""
+    candidates whose spec has that ``method`` (e.g. the unpruned "dense" reference);
+    ``exclude_references`` leaves out every candidate that is a reference (the rule of
+    ``prunestudio.schema.Candidate.is_reference``: the dense model and the baselines)."""
     where, params = ["c.status = 'done'", "m.name = ?"], [metric]
     if study_ids is not None:
         if not study_ids:
@@ -285,6 +300,8 @@ def best_metrics(
         marks = ",".join("?" * len(exclude_methods))
         where.append(f"COALESCE(json_extract(c.spec, '$.method'), '') NOT IN ({marks})")
         params += list(exclude_methods)
+    if exclude_references:
+        where.append(f"NOT {reference_sql('c')}")
     # SQLite takes the bare columns (candidate_id, idx) from the row holding the MIN / MAX
     # (the only min/max aggregate in the query, as that rule requires).
     sql = (
@@ -320,3 +337,42 @@ def list_workers(store: Store, study_id: int | None = None, now: float | None = 
     for w in found:
         w["stale"] = worker_stale(w, now, host)
     return found
+
+
+# -- records (prunestudio.schema) -------------------------------------------------------------
+# The UIs read these: typed, frozen records that know their label, primary role and metric
+# identities. The dict functions above stay for the engine and the --json payloads.
+
+
+def study_records(store: Store, now: float | None = None) -> list[Study]:
+    """:func:`list_studies` as :class:`~prunestudio.schema.Study` records (with counts)."""
+    return [study_record(r) for r in list_studies(store, now)]
+
+
+def study_records_since(store: Store, after_seq: int, now: float | None = None
+                        ) -> tuple[list[Study], int]:
+    """:func:`studies_since` as records (with counts and ``stale``) and the new cursor."""
+    found, cursor = studies_since(store, after_seq, now)
+    return [study_record(r) for r in found], cursor
+
+
+def candidate_records_since(
+    store: Store, study_id: int | None, after_seq: int, limit: int | None = None
+) -> tuple[list[Candidate], int]:
+    """:func:`candidates_since` as :class:`~prunestudio.schema.Candidate` records (with
+    metrics and ``in_budget``) and the new cursor."""
+    found, cursor = candidates_since(store, study_id, after_seq, limit)
+    return [candidate_record(r) for r in found], cursor
+
+
+def event_records_since(store: Store, study_id: int, after_id: int, limit: int = 1000
+                        ) -> tuple[list[Event], int]:
+    """:func:`events_since` as records and the new cursor."""
+    found, cursor = events_since(store, study_id, after_id, limit)
+    return [Event.of(r) for r in found], cursor
+
+
+def worker_records(store: Store, study_id: int | None = None, now: float | None = None
+                   ) -> list[Worker]:
+    """:func:`list_workers` as records (with ``stale``)."""
+    return [Worker.of(r) for r in list_workers(store, study_id, now)]

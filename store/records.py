@@ -5,8 +5,28 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from prunestudio.schema import (
+    CANDIDATE_STATUSES,
+    EVENT_LEVELS,
+    FIDELITIES,
+    FITNESS_METRIC,
+    METRIC_KEYS,
+    REFERENCE_METHODS,
+    REFERENCE_ORIGINS,
+    SEARCH_KINDS,
+    STUDY_STATUSES,
+    STUDY_TERMINAL,
+    Artifact,
+    Candidate,
+    Event,
+    Study,
+    Worker,
+    metric_key,
+    task_metric_title,
+)
 
 from .canonical import canonical_json
 
@@ -28,16 +48,16 @@ __all__ = [
     "SEARCH_KINDS",
     "FITNESS_METRIC",
     "in_budget_sql",
+    "reference_sql",
+    "task_metric_title",
+    "study_record",
+    "candidate_record",
+    "Artifact",
+    "Candidate",
+    "Event",
+    "Study",
+    "Worker",
 ]
-
-# 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').
-# A 'running' study whose runner died without a word is shown as 'stale' (see liveness.py):
-# 'stale' is never stored.
-STUDY_STATUSES = ("created", "running", "finished", "failed", "cancelled", "interrupted")
-STUDY_TERMINAL = ("finished", "failed", "cancelled", "interrupted")
-CANDIDATE_STATUSES = ("pending", "running", "done", "failed", "skipped")
-EVENT_LEVELS = ("info", "warning", "error")
-FIDELITIES = ("proxy", "full")
 
 # -- what a study's budget counts -----------------------------------------------------------
 # Search studies (kinds gp, random) have a budget of REAL fitness evaluations: a candidate
@@ -49,9 +69,7 @@ FIDELITIES = ("proxy", "full")
 # metrics on the same row), never new units. The engine's SearchHistory.real_evaluations
 # applies the same rule (tests/store checks both agree). Any other kind has a budget of
 # candidates: every candidate that reached an end state (done, failed, skipped) counts.
-SEARCH_KINDS = ("gp", "random")
-FITNESS_METRIC = ("ppl", "search")  # (name, role) of a search candidate's fitness
-
+# (SEARCH_KINDS and FITNESS_METRIC: prunestudio.schema.constants)
 
 def in_budget_sql(c: str = "c", kind: str = "s.kind") -> str:
     """SQL expression (0/1): candidate alias ``c`` spends one unit of the budget of its study,
@@ -70,9 +88,15 @@ def in_budget_sql(c: str = "c", kind: str = "s.kind") -> str:
         f" AND fm.name = '{name}' AND fm.role = '{role}'))"
         f" ELSE {c}.status IN ('done', 'failed', 'skipped') END)"
     )
-METRIC_KEYS = (
-    "name", "value", "dataset", "split", "seqlen", "n_samples", "fidelity", "role", "protocol",
-)
+
+
+def reference_sql(c: str = "c") -> str:
+    """SQL expression (0/1): candidate alias ``c`` is a reference (the unpruned model or a
+    baseline) — the SQL form of ``prunestudio.schema.Candidate.is_reference``."""
+    methods = ", ".join(f"'{m}'" for m in REFERENCE_METHODS)
+    origins = ", ".join(f"'{o}'" for o in REFERENCE_ORIGINS)
+    return (f"(COALESCE(json_extract({c}.spec, '$.method'), '') IN ({methods})"
+            f" OR {c}.origin IN ({origins}))")
 
 
 def check_choice(field: str, value: Any, allowed: Sequence[str]) -> str:
@@ -181,28 +205,6 @@ def normalise_metric(m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def metric_key(m: Mapping[str, Any]) -> str:
-    """Column name of a metric in ``metrics_table``: ``name:dataset:split:seqlen:fidelity``.
-
-    Missing parts are empty (``params::::``); a role, when set, is appended as ``:role``.
-    """
-    parts: Iterable[Any] = (m["name"], m.get("dataset"), m.get("split"), m.get("seqlen"),
-                            m.get("fidelity"))
-    key = ":".join("" if p is None else str(p) for p in parts)
-    role = m.get("role")
-    return f"{key}:{role}" if role else key
-
-
-TASK_SHORT_NAMES = {"shakespeare_next_line": "next-line", "arc_challenge": "arc-c",
-                    "arc_easy": "arc-e", "winogrande": "wino", "openbookqa": "obqa"}
-
-
-def task_metric_title(task: str, name: str) -> str:
-    """Column title of a task accuracy, shared by `prunestudio show` and the TUI (which
-    imports no engine code): ``acc next-line``, ``acc_norm arc-c``."""
-    return f"{name} {TASK_SHORT_NAMES.get(task, task)}"
-
-
 def metrics_for(conn: sqlite3.Connection, candidate_ids: Sequence[int]) -> dict[int, list[dict]]:
     """Decoded metrics of the given candidates, grouped by candidate id (chunked IN queries)."""
     out: dict[int, list[dict]] = {cid: [] for cid in candidate_ids}
@@ -214,3 +216,16 @@ def metrics_for(conn: sqlite3.Connection, candidate_ids: Sequence[int]) -> dict[
                         chunk):
             out[row["candidate_id"]].append(decode_metric(row))
     return out
+
+
+def study_record(row: Mapping[str, Any]) -> Study:
+    """A study row (raw or decoded; with counts and ``stale`` when present) as a record."""
+    out = dict(row)
+    if isinstance(out.get("config"), str):
+        out["config"] = _loads(out["config"])
+    return Study.of(out)
+
+
+def candidate_record(row: Mapping[str, Any]) -> Candidate:
+    """A decoded candidate row (``metrics``: decoded metric dicts) as a record."""
+    return Candidate.of(row)

@@ -1,7 +1,7 @@
-"""``python -m prunestudio.tui [STORE]``."""
+"""``python -m prunestudio.tui [STORE]``: the same parser and handler as ``prunestudio tui``."""
 
 import sys
 
-from .cli import main
+from prunestudio.commands.tui import main
 
 sys.exit(main())

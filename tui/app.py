@@ -78,8 +78,8 @@ class PruneStudioApp(App[int]):
     def _open_initial(self, key: int | str) -> None:
         try:
             with self.reader.lock:
-                wanted = self.reader.store.get_study(key)["id"]
-                found = [r for r in queries.list_studies(self.reader.store) if r["id"] == wanted]
+                wanted = self.reader.store.study_record(key).id
+                found = [s for s in queries.study_records(self.reader.store) if s.id == wanted]
         except StoreError as exc:
             self.notify(str(exc), severity="error", timeout=8)
             return
@@ -114,14 +114,13 @@ class PruneStudioApp(App[int]):
         self.push_screen(StudyScreen(study))
 
     def export_command(self, candidate_id: int, study: StudySummary,
-                       candidate: dict[str, Any] | None = None) -> str:
-        idx = candidate.get("idx") if candidate else None
+                       idx: int | None = None) -> str:
         folder = f"exports/{study.name}-{idx if idx is not None else candidate_id}"
         return (f"prunestudio export {candidate_id} {shlex.quote(folder)} "
                 f"--store {shlex.quote(self.store_label)}")
 
     def show_export(self, candidate_id: int, study: StudySummary, idx: int | None) -> None:
-        command = self.export_command(candidate_id, study, {"idx": idx})
+        command = self.export_command(candidate_id, study, idx)
         self.copy_to_clipboard(command)
         self.push_screen(ExportDialog(f"Export candidate #{idx} of {study.name}", command))
 

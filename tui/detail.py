@@ -11,9 +11,10 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from prunestudio.schema import Candidate, column_titles
+
 from .exprtree import render_tree
-from .formatting import duration, layer_ratios, metric_value, spec_label
-from .model import MetricColumn, column_titles
+from .formatting import duration, layer_ratios, metric_value
 
 __all__ = ["CandidateDetail", "render_candidate", "spec_lines", "ratio_lines"]
 
@@ -91,28 +92,26 @@ def _protocol(protocol: Mapping[str, Any]) -> str:
 
 
 def render_candidate(
-    c: Mapping[str, Any], *, idx_of: Callable[[int], int | None] = lambda _: None,
+    c: Candidate, *, idx_of: Callable[[int], int | None] = lambda _: None,
     export_command: str | None = None,
 ) -> RenderableType:
-    """Everything about the candidate ``c`` (a ``Store.candidate`` record)."""
+    """Everything about the candidate ``c`` (a store record)."""
     parts: list[RenderableType] = []
-    status = str(c.get("status"))
-    gen = c.get("generation")
+    gen = c.generation
     parts.append(Text.assemble(
-        (f"#{c.get('idx')} ", "bold"), (f"(id {c.get('id')}) ", "dim"),
-        (status, STATUS_STYLE.get(status, "")), f" · origin {c.get('origin')}",
+        (f"#{c.idx} ", "bold"), (f"(id {c.id}) ", "dim"),
+        (c.status, STATUS_STYLE.get(c.status, "")), f" · origin {c.origin}",
         f" · gen {gen}" if gen is not None else "",
     ))
-    spec = c.get("spec") if isinstance(c.get("spec"), Mapping) else {}
-    parts.append(Text(spec_label(spec), style="bold cyan"))
-    if c.get("error"):
-        parts += [_section("Error"), Text(str(c["error"]).rstrip(), style="red")]
+    label = f"{c.label} (reference)" if c.is_reference else c.label
+    parts.append(Text(label, style="bold cyan"))
+    if c.error:
+        parts += [_section("Error"), Text(c.error.rstrip(), style="red")]
 
-    options = spec.get("options") if isinstance(spec.get("options"), Mapping) else {}
-    expression = options.get("expression") or spec.get("expression")
-    if expression:
-        parts += [_section("Expression"), Text(str(expression), style="italic"),
-                  Text(render_tree(str(expression)), style="magenta")]
+    spec = dict(c.spec)
+    if c.expression:
+        parts += [_section("Expression"), Text(c.expression, style="italic"),
+                  Text(render_tree(c.expression), style="magenta")]
     ratios = layer_ratios(spec)
     if ratios:
         parts.append(_section("Layer ratios"))
@@ -120,31 +119,27 @@ def render_candidate(
             parts.extend(ratio_lines(name, values))
     parts += [_section("Spec"), Text("\n".join(spec_lines(spec)) or "{}")]
 
-    metrics = list(c.get("metrics") or [])
-    parts.append(_section(f"Metrics ({len(metrics)})"))
-    if not metrics:
+    parts.append(_section(f"Metrics ({len(c.metrics)})"))
+    if not c.metrics:
         parts.append(Text("none recorded", style="dim"))
-    cols = [MetricColumn.of(m) for m in metrics]
-    for m, col, title in zip(metrics, cols, column_titles(cols), strict=True):
-        n = m.get("n_samples")
-        parts.append(Text.assemble((f"{title} ", "bold"), (metric_value(m["value"]), "green")))
-        where = col.identity + (f" · n={n}" if n is not None else "")
+    titles = column_titles([m.identity for m in c.metrics])
+    for m, title in zip(c.metrics, titles, strict=True):
+        parts.append(Text.assemble((f"{title} ", "bold"), (metric_value(m.value), "green")))
+        where = m.identity.description + (f" · n={m.n_samples}" if m.n_samples is not None
+                                          else "")
         parts.append(Text(f"  {where}", style="dim"))
-        if m.get("protocol"):
-            parts.append(Text(f"  {_protocol(m['protocol'])}", style="dim italic"))
+        if m.protocol:
+            parts.append(Text(f"  {_protocol(m.protocol)}", style="dim italic"))
 
-    parents = c.get("parents") or []
-    if parents:
+    if c.parents:
         named = [f"#{idx_of(p)} (id {p})" if idx_of(p) is not None else f"id {p}"
-                 for p in parents]
+                 for p in c.parents]
         parts += [_section("Parents"), Text(", ".join(named))]
-    timings = c.get("timings") if isinstance(c.get("timings"), Mapping) else {}
-    if timings:
+    if c.timings:
         parts += [_section("Timings"), Text(" · ".join(
-            f"{k} {_seconds(v)}" for k, v in timings.items()))]
-    info = c.get("info") if isinstance(c.get("info"), Mapping) else {}
-    if info:
-        parts += [_section("Info"), Text("\n".join(spec_lines(info)))]
+            f"{k} {_seconds(v)}" for k, v in c.timings.items()))]
+    if c.info:
+        parts += [_section("Info"), Text("\n".join(spec_lines(c.info)))]
     if export_command:
         parts += [_section("Export (x)"), Text(export_command, style="dim")]
     return Group(*parts)

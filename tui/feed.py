@@ -20,14 +20,9 @@ from typing import Any
 
 from prunestudio.store import Store, open_store, queries
 
-from .model import (
-    REFERENCE_METHODS,
-    BestMetric,
-    CandRow,
-    MetricColumn,
-    StudySummary,
-    choose_primary,
-)
+from prunestudio.schema import Candidate, MetricIdentity, Study
+
+from .model import BestMetric, CandRow, MetricColumn, StudySummary, choose_primary
 
 __all__ = ["PollLatch", "StoreReader", "StudiesFeed", "StudiesUpdate", "StudyFeed",
            "StudyUpdate"]
@@ -71,9 +66,9 @@ class StoreReader:
         with self.lock:
             self.store.close()
 
-    def candidate(self, candidate_id: int) -> dict[str, Any]:
+    def candidate(self, candidate_id: int) -> Candidate:
         with self.lock:
-            return self.store.candidate(candidate_id)
+            return self.store.candidate_record(candidate_id)
 
 
 @dataclass
@@ -84,10 +79,11 @@ class StudiesUpdate:
 
 def best_of(rows: list[dict[str, Any]], summaries: dict[int, StudySummary]
             ) -> dict[int, BestMetric]:
-    """The primary best metric of each study from ``queries.best_metrics`` rows."""
+    """The primary best metric of each study (its primary role's, see
+    ``Study.primary_metric``) from ``queries.best_metrics`` rows."""
     by_study: dict[int, list[tuple[MetricColumn, dict[str, Any]]]] = {}
     for r in rows:
-        by_study.setdefault(int(r["study_id"]), []).append((MetricColumn.of(r), r))
+        by_study.setdefault(int(r["study_id"]), []).append((MetricIdentity.of(r), r))
     out: dict[int, BestMetric] = {}
     for sid, found in by_study.items():
         summary = summaries.get(sid)
@@ -123,8 +119,8 @@ class StudiesFeed:
     def poll(self, force: bool = False) -> StudiesUpdate | None:
         with self.reader.lock:
             now = self.now()
-            found, cursor = queries.studies_since(self.reader.store, self.cursor, now)
-            summaries = {int(r["id"]): StudySummary.of(r) for r in found}
+            found, cursor = queries.study_records_since(self.reader.store, self.cursor, now)
+            summaries = {s.id: StudySummary.of(s) for s in found}
             # a runner that dies changes nothing in the store: re-read the liveness of the
             # running studies each poll (cheap) and resend those whose flag flipped
             if any(s.status == "running" for s in self.known.values()):
@@ -139,7 +135,7 @@ class StudiesFeed:
             start = self.clock() if self.stale else 0.0
             if self.stale and (force or start >= self.best_due):
                 rows = queries.best_metrics(self.reader.store, list(self.stale),
-                                            exclude_methods=REFERENCE_METHODS)
+                                            exclude_references=True)
                 spent = self.clock() - start
                 self.best_due = start + self.best_duty * spent
         self.cursor = cursor
@@ -154,7 +150,7 @@ class StudiesFeed:
 
 @dataclass
 class StudyUpdate:
-    study: dict[str, Any] | None  # the study row (no counts) when it changed
+    study: Study | None  # the study record (no counts) when it changed
     rows: list[CandRow] = field(default_factory=list)
     columns: list[MetricColumn] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -192,18 +188,18 @@ class StudyFeed:
 
     def poll(self, cancelled: Callable[[], bool] = lambda: False) -> StudyUpdate:
         """What changed since the last poll. The study row comes without candidate counts
-        (``get_study`` is one primary-key read; counting 100k candidates per poll is not):
+        (``study_record`` is one primary-key read; counting 100k candidates per poll is not):
         the screen counts the candidates it holds."""
         store = self.reader.store
         with self.reader.lock:
-            row = store.get_study(self.study_id)
+            record = store.study_record(self.study_id)
             study = None
-            if row["updated_seq"] != self.study_seq:
-                self.study_seq = row["updated_seq"]
-                study = row
-            stale = row["status"] == "running" and queries.stale_running(
+            if record.updated_seq != self.study_seq:
+                self.study_seq = record.updated_seq
+                study = record
+            stale = record.status == "running" and queries.stale_running(
                 store, self.now(), [self.study_id]).get(self.study_id, False)
-            raw, self.cand_cursor = queries.candidates_since(
+            raw, self.cand_cursor = queries.candidate_records_since(
                 store, self.study_id, self.cand_cursor, limit=self.chunk
             )
             events: deque[dict[str, Any]] = deque(maxlen=self.keep_events)

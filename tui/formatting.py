@@ -1,4 +1,6 @@
-"""Plain text formatting shared by the screens: numbers, durations, bars, spec labels.
+"""Plain text formatting shared by the screens: numbers, durations, bars, layer ratios.
+
+(Candidate labels are the schema's: ``prunestudio.schema.Candidate.label``.)
 
 Pure functions of their arguments (no clock, no Textual), so they are easy to test and the
 snapshots stay deterministic.
@@ -18,7 +20,6 @@ __all__ = [
     "gib",
     "metric_value",
     "short_time",
-    "spec_label",
     "layer_ratios",
     "truncate",
 ]
@@ -99,12 +100,6 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def _pct(x: Any) -> str:
-    try:
-        return f"{float(x):.0%}"
-    except (TypeError, ValueError):
-        return str(x)
-
 
 def layer_ratios(spec: Mapping[str, Any]) -> dict[str, list[float]]:
     """Per-layer ratio lists found in a spec: ``{"ratios": [...]}`` for one list, or one
@@ -131,37 +126,3 @@ def _numbers(value: Any) -> bool:
         isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     )
-
-
-def spec_label(spec: Mapping[str, Any] | None) -> str:
-    """One-line summary of a candidate spec, e.g. ``wanda 2:4``, ``sparsegpt 50% owl``,
-    ``mul(sqr(W),mms(G)) 50%`` (symbolic metrics show their expression), ``llm-pruner 25% ×24``."""
-    if not isinstance(spec, Mapping):
-        return "?"
-    method = str(spec.get("method") or spec.get("kind") or "?")
-    if method == "dense":
-        return "dense"
-    options = spec.get("options") if isinstance(spec.get("options"), Mapping) else {}
-    parts = [method]
-    scope = options.get("scope")
-    if scope:
-        parts[0] += f"[{scope}]"
-    expression = options.get("expression") or spec.get("expression")
-    if expression:  # a symbolic metric: the expression says more than the method name
-        parts = [str(expression)]
-    pattern = spec.get("pattern")
-    if isinstance(pattern, Mapping) and pattern.get("kind") == "nm":
-        parts.append(f"{pattern.get('n')}:{pattern.get('m')}")
-    elif spec.get("sparsity") not in (None, 0, 0.0):
-        parts.append(_pct(spec.get("sparsity")))
-    elif spec.get("ratio") is not None:
-        parts.append(_pct(spec.get("ratio")))
-    if spec.get("layer_ratios") == "owl":
-        parts.append("owl")
-    ratios = layer_ratios(spec)
-    if ratios:
-        parts.append(f"×{max(len(v) for v in ratios.values())}L")
-    calibration = spec.get("calibration")
-    if isinstance(calibration, Mapping) and calibration.get("mode") == "dense":
-        parts.append("dense-calib")
-    return " ".join(parts)

@@ -7,6 +7,8 @@ from typing import Any
 
 from textual.message import Message
 
+from prunestudio.schema import Candidate, Study
+
 from .machine import MachineSnapshot
 from .model import BestMetric, CandRow, MetricColumn, StudySummary
 
@@ -33,7 +35,7 @@ class StudyPolled(Message):
     """What changed in one study: its row, candidates, metric columns seen, new events."""
 
     study_id: int
-    study: dict[str, Any] | None  # the study row (without counts) when it changed
+    study: Study | None  # the study record (without counts) when it changed
     rows: list[CandRow]
     columns: list[MetricColumn]
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -46,7 +48,7 @@ class StudyPolled(Message):
 class CandidateLoaded(Message):
     """The full record of one candidate (spec, metrics with protocol, timings, info)."""
 
-    candidate: dict[str, Any]
+    candidate: Candidate
 
 
 @dataclass

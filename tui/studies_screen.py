@@ -3,7 +3,6 @@ machine panel."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -77,7 +76,7 @@ class StudiesScreen(Screen[None]):
     def _poll_worker(self, force: bool) -> None:
         try:
             update = self.feed.poll(force)
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:
             self.post_message(PollFailed(str(exc)))
             return
         if update is not None:

@@ -3,7 +3,6 @@ events log and the detail of the highlighted candidate; and the full-screen cand
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
+
+from prunestudio.schema import Candidate
 
 from .detail import CandidateDetail, render_candidate
 from .feed import PollLatch, StudyFeed
@@ -99,7 +100,7 @@ class StudyScreen(Screen[None]):
         while not worker.is_cancelled:
             try:
                 update = self.feed.poll(lambda: worker.is_cancelled)
-            except (StoreError, sqlite3.Error) as exc:
+            except StoreError as exc:
                 self.post_message(PollFailed(str(exc)))
                 return
             if not update.empty:
@@ -208,12 +209,12 @@ class StudyScreen(Screen[None]):
 
     def on_candidate_loaded(self, message: CandidateLoaded) -> None:
         c = message.candidate
-        if c["id"] == self._detail_id:
+        if c.id == self._detail_id:
             self.query_one(CandidateDetail).show(self.render_detail(c))
 
-    def render_detail(self, c: dict) -> Text | object:
+    def render_detail(self, c: Candidate) -> Text | object:
         return render_candidate(c, idx_of=self.idx_of,
-                                export_command=self.app.export_command(c["id"], self.study, c))
+                                export_command=self.app.export_command(c.id, self.study, c.idx))
 
     def idx_of(self, candidate_id: int) -> int | None:
         row = self.view.rows.get(candidate_id)

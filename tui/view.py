@@ -44,6 +44,9 @@ class Changes:
 
 
 class CandidateView:
+    """``preferred_role``: the study's primary role (``Study.primary_role``), which picks the
+    primary metric among the identities found."""
+
     def __init__(self, preferred_role: str | None = None) -> None:
         self.rows: dict[int, CandRow] = {}
         self.columns: dict[str, MetricColumn] = {}
@@ -72,11 +75,15 @@ class CandidateView:
 
     @property
     def metric_columns(self) -> list[MetricColumn]:
-        """The metric columns the table shows: the primary metric first, at most six."""
+        """The metric columns the table shows, at most six: the primary metric first, then
+        the other metrics of its name (the other perplexities), then the rest, each group in
+        first-seen order."""
         cols = list(self.columns.values())
         if self.primary is not None:
             cols.remove(self.primary)
-            cols.insert(0, self.primary)
+            name = self.primary.name
+            cols = [self.primary, *(c for c in cols if c.name == name),
+                    *(c for c in cols if c.name != name)]
         return cols[:MAX_METRIC_COLUMNS]
 
     def sort_title(self) -> str:

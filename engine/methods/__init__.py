@@ -1,29 +1,20 @@
 """Pruning methods, one module each, found by scanning this package.
 
-Adding a method is adding a module that defines a `PruningMethod` subclass with a `name`.
+Adding a method is adding a module that defines a `PruningMethod` (prunes layers in place) or a
+`ShapeChangingMethod` (returns a smaller model) subclass with a `name`.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from prunestudio.engine.methods.base import MethodBase, PruningMethod, ShapeChangingMethod
+from prunestudio.engine.registry import discover
 
-from prunestudio.engine.methods.base import PruningMethod
-
-_REGISTRY: dict[str, PruningMethod] = {}
+_REGISTRY: dict[str, MethodBase] = {}
 
 
 def _discover() -> None:
-    if _REGISTRY:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for obj in vars(module).values():
-            if (isinstance(obj, type) and issubclass(obj, PruningMethod) and obj.name
-                    and obj.__module__ == module.__name__):
-                _REGISTRY[obj.name] = obj()
+    if not _REGISTRY:
+        _REGISTRY.update({k: cls() for k, cls in discover(__name__, MethodBase, "name").items()})
 
 
 def method_names() -> list[str]:
@@ -31,8 +22,17 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str) -> PruningMethod:
+def get_method(name: str) -> MethodBase:
+    """The method of either kind (`PruningMethod` or `ShapeChangingMethod`) called `name`."""
     _discover()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; allowed: {', '.join(method_names())}")
     return _REGISTRY[name]
+
+
+def is_shape_changing(name: str) -> bool:
+    return isinstance(get_method(name), ShapeChangingMethod)
+
+
+__all__ = ["MethodBase", "PruningMethod", "ShapeChangingMethod", "get_method",
+           "is_shape_changing", "method_names"]

@@ -1,14 +1,22 @@
-"""The seam every pruning method plugs into.
+"""The seams pruning methods plug into: two kinds, one registry.
 
-A method declares which calibration statistics it needs and prunes one linear layer at a time,
-in place. Score-based methods (magnitude, Wanda, GBLM, symbolic metrics) only define a score;
-the shared `ScoreMethod.prune_layer` turns it into a mask for the requested pattern.
+- `PruningMethod` (mask / weight-update methods): declares which calibration statistics it
+  needs and prunes one linear layer at a time, in place (a `WeightSnapshot` undoes it).
+  Score-based methods (magnitude, Wanda, GBLM, symbolic metrics) only define a score; the shared
+  `ScoreMethod.prune_layer` turns it into a mask for the requested pattern.
+- `ShapeChangingMethod` (structured pruning, later anything that rebuilds the model): prunes a
+  whole model at once and returns a *new* model (`prune(lm, spec, stats)`), leaving the original
+  intact, with an info object that reports what it really removed.
+
+Both share `MethodBase` (name, description, options model, needed statistics, labels), which is
+what the registry, the spec validation and `prunestudio methods` read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from prunestudio.engine.calibration import LayerStats
@@ -37,15 +45,17 @@ class LayerInputs:
     grad: torch.Tensor | None = None  # GBLM's G, (out, in) fp32
 
 
-class PruningMethod:
+class MethodBase:
+    """What every method of either kind declares."""
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_x: ClassVar[bool] = False
     needs_hessian: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False
     options_model: ClassVar[type[MethodOptions]] = MethodOptions
-    # Structured methods change shapes: they run through prunestudio.engine.structured, not
-    # through prune_model / WeightSnapshot.
+    # True for shape-changing methods (`ShapeChangingMethod`): they return a new model instead
+    # of pruning in place through prune_model / WeightSnapshot.
     structured: ClassVar[bool] = False
 
     @property
@@ -66,10 +76,6 @@ class PruningMethod:
         the spec's sparsity must be 0."""
         return False
 
-    def spec_label(self, sparsity: float, options: MethodOptions) -> str | None:
-        """A method-specific candidate label, or None for the generic one."""
-        return None
-
     def validate_options(self, options: dict) -> MethodOptions:
         try:
             return self.options_model(**options)
@@ -80,8 +86,41 @@ class PruningMethod:
                 f"(at {'.'.join(map(str, exc.errors()[0]['loc']))}); allowed options: {fields}"
             ) from exc
 
+
+
+class PruningMethod(MethodBase):
+    """Prunes one linear layer at a time, in place (masks, optionally a weight update)."""
+
     def prune_layer(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
                     options: MethodOptions) -> None:
+        raise NotImplementedError
+
+
+class ShapeInfo(Protocol):
+    """What a shape-changing method reports about one pruned model."""
+
+    structure_key: str  # equal for two candidates that keep the same units
+
+    @property
+    def realised_label(self) -> str: ...  # appended to the candidate's label
+
+    def metrics(self) -> list[dict[str, Any]]: ...  # store metric records (realised ratios)
+
+    def to_dict(self) -> dict[str, Any]: ...  # JSON, recorded in the candidate's info
+
+
+class ShapeChangingMethod(MethodBase):
+    """Prunes a whole model into a new, smaller one; the original model stays intact."""
+
+    structured: ClassVar[bool] = True
+    info_key: ClassVar[str] = "structured"  # where the candidate's info records `ShapeInfo`
+
+    def check(self, lm, spec) -> None:
+        """Raise ValueError when `spec` cannot run on `lm` (before any candidate runs)."""
+
+    def prune(self, lm, spec, stats, *, progress: Callable[[int, int], None] | None = None,
+              ) -> tuple[Any, ShapeInfo]:
+        """(the pruned model as a LoadedModel, what was removed). `lm` is left as it was."""
         raise NotImplementedError
 
 

@@ -1,13 +1,11 @@
-"""The ask/tell seam of searches over symbolic metrics, and what GP and random search share.
+"""What searches over symbolic metrics share: proposals, random streams, deduplication.
 
-A strategy proposes the candidates of one generation at a time::
+The proposers (`prunestudio.engine.study.proposers`: `gp`, `random`, on `symbolic`) propose
+the candidates of one generation at a time::
 
-    strategy = make_strategy("gp", settings, seed)
-    proposals = strategy.ask(history, generation)   # -> list[Proposal]
-    ... record, evaluate ...
-    strategy.tell(history, individual)               # results go into the history
+    proposals = proposer.proposals(history, generation)   # -> list[Proposal]
 
-`ask` is a pure function of (settings, seed, generation, the history of *earlier* generations):
+`proposals` is a pure function of (settings, seed, generation, the history of *earlier* generations):
 its random numbers come from `generation_rng(seed, generation)`, never from a stream that
 carries over between generations. So a search killed anywhere resumes deterministically: the
 runner rebuilds the history from the store and asks the unfinished generation again, which gives
@@ -26,18 +24,14 @@ earlier generations and in its own, so no metric is recorded twice.
 from __future__ import annotations
 
 import random
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.studies.config import SearchSection
 from prunestudio.engine.symbolic import (
     Node,
     canonical_key,
     depth,
-    parse,
     random_tree,
     simplify,
     to_text,
@@ -99,48 +93,3 @@ def ramped_tree(rng: random.Random, i: int, settings: SearchSection) -> Node:
     if i % 2:
         return random_tree(rng, d, d, "full", leaves=settings.leaves)
     return random_tree(rng, lo, d, "grow", leaves=settings.leaves)
-
-
-class SearchStrategy(ABC):
-    """Proposes symbolic metrics generation by generation (see the module docstring)."""
-
-    kind: ClassVar[str] = ""
-
-    def __init__(self, settings: SearchSection, seed: int):
-        self.settings = settings
-        self.seed = seed
-        self.last_rejected = 0  # duplicates rejected by the last `ask`
-
-    def ask(self, history: SearchHistory, generation: int) -> list[Proposal]:
-        """The proposals of `generation` (0: the initial population)."""
-        batch = _Batch(history.seen(generation), self.batch_size(generation),
-                       self.settings.max_depth)
-        if generation == 0:
-            self._initial(batch)
-        else:
-            self._propose(history, generation, batch)
-        self.last_rejected = batch.rejected
-        return batch.out
-
-    def tell(self, history: SearchHistory, individual: Individual) -> None:
-        """Record a result. The strategies keep no state of their own: everything they need is
-        in the history, which is what makes a resumed search continue identically."""
-        history.tell(individual)
-
-    def batch_size(self, generation: int) -> int:
-        if generation == 0:
-            return max(self.settings.population, len(self.settings.seed_metrics))
-        return self.settings.offspring
-
-    def _initial(self, batch: _Batch) -> None:
-        for text in self.settings.seed_metrics:
-            batch.add(parse(text), "seed")
-        rng = generation_rng(self.seed, 0, "init")
-        for i in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
-            if batch.full:
-                break
-            batch.add(ramped_tree(rng, i, self.settings), "init")
-
-    @abstractmethod
-    def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
-        """Fill `batch` with the proposals of a generation ≥ 1."""

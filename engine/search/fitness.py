@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from prunestudio.engine.models.loading import LoadedModel
 
-METRIC_FIELDS = ("name", "value", "dataset", "split", "seqlen", "n_samples", "fidelity", "role",
-                 "protocol")
+from prunestudio.schema import METRIC_KEYS
 
 
 class NonFiniteFitnessError(ValueError):
@@ -58,7 +57,7 @@ def check_fitness(value: float, what: str) -> float:
 def reused_metric(source: dict[str, Any], source_id: int, how: str,
                   mask_hash: str | None) -> dict[str, Any]:
     """The fitness metric of `source` (candidate `source_id`) carried to an equivalent one."""
-    metric = {k: source.get(k) for k in METRIC_FIELDS}
+    metric = {k: source.get(k) for k in METRIC_KEYS}
     metric["protocol"] = {**(source.get("protocol") or {}), "reused_from": source_id,
                           "equivalence": how, "mask_hash": mask_hash}
     return metric

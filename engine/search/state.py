@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from prunestudio.engine.studies.config import SEARCH_ROLE
 from prunestudio.engine.symbolic import Node, canonical_key, parse, rank_key
+
+from prunestudio.schema import SEARCH_ROLE
 
 BASELINE = "baseline"
 

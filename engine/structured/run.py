@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from prunestudio.engine.calibration import StatsCache
-from prunestudio.engine.methods import get_method
+from prunestudio.engine.methods import get_method, is_shape_changing
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.structured.groups import block_groups
@@ -187,13 +187,13 @@ def copy_model(model: nn.Module, share_weights: bool = True) -> nn.Module:
 
 
 def is_structured(spec: CandidateSpec) -> bool:
-    """True for specs whose method shrinks the model (run them with `prune_structured`)."""
-    return bool(getattr(get_method(spec.method), "structured", False))
+    """True for specs whose method shrinks the model (a `ShapeChangingMethod`)."""
+    return is_shape_changing(spec.method)
 
 
 def structured_options(spec: CandidateSpec) -> StructuredOptions:
     method = get_method(spec.method)
-    if not getattr(method, "structured", False):
+    if not issubclass(method.options_model, StructuredOptions):
         raise ValueError(f"method {spec.method!r} is not structured; prune it with prune_model")
     return method.validate_options(spec.options)  # type: ignore[return-value]
 

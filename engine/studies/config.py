@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from prunestudio.schema import SEARCH_KINDS, SEARCH_ROLE  # noqa: F401 - re-exported
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -44,8 +46,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-StudyKind = Literal["grid", "gp", "random"]
-SEARCH_KINDS = ("gp", "random")
+StudyKind = Literal["grid", "gp", "random"]  # = prunestudio.schema.STUDY_KINDS (tested)
 
 
 class StudySection(_Strict):
@@ -54,6 +55,21 @@ class StudySection(_Strict):
                             "(Pruner-Zero genetic programming over symbolic metrics) or random "
                             "(random symbolic metrics, the GP's baseline)")
     seed: int = 0
+    measurements: list[str] = Field(
+        default_factory=list, description="extra measurements of every grid candidate, by "
+        "name (modules of prunestudio/engine/study/measurements), e.g. block_sparsity")
+
+    @field_validator("measurements")
+    @classmethod
+    def _measurements(cls, v: list[str]) -> list[str]:
+        if v:
+            from prunestudio.engine.study.measurements import measurement_names
+
+            unknown = [n for n in v if n not in measurement_names()]
+            if unknown:
+                raise ValueError(f"unknown measurement(s) {', '.join(map(repr, unknown))}; "
+                                 f"allowed: {', '.join(measurement_names())}")
+        return v
 
 
 class ModelSection(_Strict):
@@ -140,7 +156,6 @@ class GridSection(_Strict):
         return self
 
 
-SEARCH_ROLE = "search"  # the role (fidelity proxy) of the fitness metric of a search
 
 
 class TasksSection(_Strict):
@@ -383,11 +398,6 @@ class StudyConfig(_Strict):
     def is_search(self) -> bool:
         return self.study.kind in SEARCH_KINDS
 
-    @property
-    def primary_role(self) -> str:
-        """The role results are sorted by: the first evaluation set."""
-        return self.evaluation[0].role
-
     def candidate_specs(self) -> list[CandidateSpec]:
         """The grid expanded (dense first), then the explicit candidates; duplicates dropped."""
         specs = self.grid.specs()
@@ -404,6 +414,8 @@ class StudyConfig(_Strict):
         for optional in ("search", "tasks"):  # unset: the same recorded config as before
             if data.get(optional) is None:
                 data.pop(optional, None)
+        if not data["study"].get("measurements"):
+            data["study"].pop("measurements", None)
         return data
 
 

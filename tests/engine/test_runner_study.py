@@ -10,7 +10,7 @@ import pytest
 import torch
 from prunestudio.engine.data.windows import WindowSpec, build_windows
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import StudyRunner, run_study, start_study
+from prunestudio.engine.runner import run_recorded, run_study, start_study
 from prunestudio.engine.studies.config import parse_config
 from prunestudio.store import open_store
 from tiny_models import tiny_study_toml
@@ -115,7 +115,7 @@ def test_cancel_request_stops_at_a_candidate_boundary_and_resume_finishes(
     with open_store(db) as store:
         study_id = start_study(store, config, name="to-cancel")
         store.request_cancel(study_id, "user asked from the TUI")
-        assert StudyRunner(store, study_id, config, lm=llama).run() == "cancelled"
+        assert run_recorded(store, study_id, config, lm=llama) == "cancelled"
         study = store.get_study(study_id)
         assert study["status"] == "cancelled" and study["error"] == "user asked from the TUI"
         assert {c["status"] for c in store.candidates(study_id)} == {"pending"}

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import run_study, start_study
-from prunestudio.engine.search.runner import SearchRunner
+from prunestudio.engine.runner import run_recorded, run_study, start_study
 from prunestudio.engine.studies.config import parse_config
 from prunestudio.engine.symbolic import parse, simplify, to_text
 from prunestudio.store import open_store
@@ -203,7 +202,7 @@ def test_cancel_then_resume_finishes_without_duplicates(tmp_path, tiny_model_dir
     with open_store(db) as store:
         sid = start_study(store, config, name="to-cancel")
         store.request_cancel(sid, "user asked")
-        assert SearchRunner(store, sid, config, lm=llama).run() == "cancelled"
+        assert run_recorded(store, sid, config, lm=llama) == "cancelled"
         assert store.get_study(sid)["status"] == "cancelled"
         assert all(c["status"] == "pending" for c in store.candidates(sid))
     _, status = run_study(None, db, resume="to-cancel", lm=llama)

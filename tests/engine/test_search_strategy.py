@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import pytest
-from prunestudio.engine.search import GPSearch, RandomSearch, make_strategy
 from prunestudio.engine.search.state import Individual, SearchHistory, saved_fraction
 from prunestudio.engine.studies.config import (
     ConfigError,
@@ -14,6 +13,9 @@ from prunestudio.engine.studies.config import (
     load_config,
     parse_config,
 )
+from prunestudio.engine.study.proposers import proposer_class
+from prunestudio.engine.study.proposers.gp import GPSearch
+from prunestudio.engine.study.proposers.random import RandomSearch
 from prunestudio.engine.symbolic import (
     BINARY,
     UNARY,
@@ -54,7 +56,7 @@ def _history(n: int = 12, seed: int = 0) -> SearchHistory:
     """A recorded generation 0 with random fitness values."""
     rng = random.Random(seed)
     settings = SearchSection()
-    props = GPSearch(settings, seed).ask(SearchHistory(), 0)[:n]
+    props = GPSearch(settings, seed).proposals(SearchHistory(), 0)[:n]
     return SearchHistory(_individual(i, p.expression, 20 + rng.random() * 50)
                          for i, p in enumerate(props))
 
@@ -110,8 +112,8 @@ def test_bad_search_config_names_the_field(search, top, fragments):
 
 def test_initial_population_is_shared_distinct_and_seeded():
     settings = _config(population=20, seed_metrics=["wanda", "pruner_zero"]).search
-    gp = GPSearch(settings, 7).ask(SearchHistory(), 0)
-    rnd = RandomSearch(settings, 7).ask(SearchHistory(), 0)
+    gp = GPSearch(settings, 7).proposals(SearchHistory(), 0)
+    rnd = RandomSearch(settings, 7).proposals(SearchHistory(), 0)
     assert gp == rnd, "GP and random search start from the same population for one seed"
     assert len(gp) == 20
     assert [p.origin for p in gp[:2]] == ["seed", "seed"]
@@ -123,7 +125,7 @@ def test_initial_population_is_shared_distinct_and_seeded():
         assert parse(p.expression) == parse(p.expression)
         if p.origin == "init":
             assert 3 <= depth(parse(p.raw)) <= 5
-    assert GPSearch(settings, 8).ask(SearchHistory(), 0) != gp, "another seed, another start"
+    assert GPSearch(settings, 8).proposals(SearchHistory(), 0) != gp, "another seed, another start"
 
 
 def test_gp_children_come_from_top_k_tournaments_and_stay_within_depth():
@@ -131,7 +133,7 @@ def test_gp_children_come_from_top_k_tournaments_and_stay_within_depth():
     settings = _config(population=12, top_k=4, offspring=16, max_depth=6).search
     gp = GPSearch(settings, 1)
     top = {i.id for i in history.population(before=1)[:4]}
-    props = gp.ask(history, 1)
+    props = gp.proposals(history, 1)
     assert len(props) == 16
     seen = history.seen(1)
     origins = {p.origin for p in props}
@@ -154,20 +156,20 @@ def _nodes(tree):
 def test_mutation_probability_is_about_one_half():
     history = _history(12)
     settings = _config(population=12, top_k=6, offspring=64).search
-    origins = [p.origin for g in range(1, 5) for p in GPSearch(settings, g).ask(history, g)]
+    origins = [p.origin for g in range(1, 5) for p in GPSearch(settings, g).proposals(history, g)]
     share = origins.count("mutation") / len(origins)
     assert 0.35 < share < 0.65, share
     none = _config(population=12, offspring=32, p_mutation=0.0).search
-    assert {p.origin for p in GPSearch(none, 0).ask(history, 1)} == {"crossover"}
+    assert {p.origin for p in GPSearch(none, 0).proposals(history, 1)} == {"crossover"}
 
 
 def test_random_search_draws_fresh_trees_of_the_initial_depths():
     history = _history(12)
     settings = _config(offspring=30).search
-    props = RandomSearch(settings, 2).ask(history, 1)
+    props = RandomSearch(settings, 2).proposals(history, 1)
     assert len(props) == 30 and {p.origin for p in props} == {"random"}
     assert all(p.parents == () and 3 <= depth(parse(p.raw)) <= 5 for p in props)
-    assert RandomSearch(settings, 2).ask(history, 2) != props
+    assert RandomSearch(settings, 2).proposals(history, 2) != props
 
 
 def test_ask_depends_only_on_seed_generation_and_earlier_generations():
@@ -176,20 +178,22 @@ def test_ask_depends_only_on_seed_generation_and_earlier_generations():
     history = _history(12)
     for strategy in (GPSearch(_config(population=12).search, 5),
                      RandomSearch(_config(population=12).search, 5)):
-        first = strategy.ask(history, 1)
-        again = strategy.ask(history, 1)
+        first = strategy.proposals(history, 1)
+        again = strategy.proposals(history, 1)
         grown = SearchHistory(history.individuals)
         for j, p in enumerate(first):  # generation 1 recorded (one evaluated), as on resume
             grown.tell(_individual(50 + j, p.expression, 10.0 if j == 0 else None, 1,
                                    status="done" if j == 0 else "pending"))
-        assert first == again == strategy.ask(grown, 1)
-        assert strategy.ask(grown, 2) != strategy.ask(history, 2) or strategy.kind == "random"
+        assert first == again == strategy.proposals(grown, 1)
+        assert (strategy.proposals(grown, 2) != strategy.proposals(history, 2)
+                or strategy.kind == "random")
 
 
-def test_make_strategy_names_the_kinds():
-    assert isinstance(make_strategy("gp", SearchSection(), 0), GPSearch)
-    with pytest.raises(ValueError, match="gp, random"):
-        make_strategy("tpe", SearchSection(), 0)
+def test_proposer_registry_names_the_kinds():
+    assert proposer_class("gp") is GPSearch and proposer_class("random") is RandomSearch
+    assert isinstance(proposer_class("gp")(SearchSection(), 0), GPSearch)
+    with pytest.raises(ValueError, match="gp, grid, random"):
+        proposer_class("tpe")
 
 
 # ---------------------------------------------------------------- population and counts
@@ -223,15 +227,15 @@ def test_proposals_respect_max_depth_after_simplification():
     settings = _config(population=30, offspring=40, top_k=10, init_depth=[3, 5],
                        max_depth=5).search
     for seed in range(4):
-        initial = GPSearch(settings, seed).ask(SearchHistory(), 0)
+        initial = GPSearch(settings, seed).proposals(SearchHistory(), 0)
         rng = random.Random(seed)
         history = SearchHistory(_individual(i, p.expression, rng.random())
                                 for i, p in enumerate(initial))
         for g in (1, 2):
-            for p in GPSearch(settings, seed).ask(history, g) + initial:
+            for p in GPSearch(settings, seed).proposals(history, g) + initial:
                 assert depth(parse(p.expression)) <= 5
     deep = _individual(99, "neg(mul(W,sqrt(sqrt(sqrt(sqrt(X))))))", 0.5)
     assert depth(deep.tree) == 7
     history = SearchHistory([deep, _individual(98, "mul(W,sqrt(X))", 0.7)])
-    props = GPSearch(settings, 0).ask(history, 1)
+    props = GPSearch(settings, 0).proposals(history, 1)
     assert all(depth(parse(p.expression)) <= 5 for p in props)

@@ -187,7 +187,7 @@ def _expr(text: str) -> dict:
 
 
 def write_gp_study(store: Store, budget: int = 4) -> tuple[int, set[int]]:
-    """A GP study written the way engine/search/runner.py writes one; returns its id and the
+    """A GP study written the way the study loop (engine/study/) writes one; returns its id and the
     ids of its real fitness evaluations."""
     sid = store.create_study(name="gp", kind="gp", model="m", config={}, budget=budget)
     store.set_study_status(sid, "running")

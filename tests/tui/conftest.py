@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_store import DEMO_NOW, build_demo_store
 from prunestudio.tui.app import PruneStudioApp
-from prunestudio.tui.demo import DEMO_NOW, build_demo_store
 from prunestudio.tui.feed import StoreReader
 from prunestudio.tui.machine import FrozenSampler
 from tui_helpers import FROZEN_MACHINE

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from demo_store import spec
 from prunestudio.store import open_store
 from prunestudio.tui.app import PruneStudioApp
 from prunestudio.tui.dialogs import ConfirmCancel, ExportDialog
@@ -32,14 +33,15 @@ async def test_studies_screen(make_app: MakeApp) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         table = app.screen.query_one(StudiesTableWidget)
-        assert table_column(table, "name") == ["adapruner-tpe", "llm-pruner-gbdt",
+        assert table_column(table, "name") == ["random-search", "structured-grid",
                                                "prunerzero-gp", "baselines"]
         assert table_column(table, "status") == ["created", "cancelled", "running", "finished"]
         # a GP study's budget counts real fitness evaluations: 20 done, the 2 failed do not
         assert [p.split()[-1] for p in table_column(table, "progress")] == [
             "0/150", "8/40", "20/60", "10/10"]
-        # lowest in-domain full ppl, the dense reference excluded (16.92 is dense)
-        assert table_column(table, "best") == ["", "31.00", "25.29", "26.95"]
+        # each study's primary metric: the lowest in-domain full ppl of a grid, the dense
+        # reference excluded (16.92 is dense); a GP study's best search fitness (proxy)
+        assert table_column(table, "best") == ["", "31.00", "21.25", "26.95"]
         assert table_column(table, "eta")[2] == "6h14m"  # 20 evaluated in 3h07m, 40 to go
         text = screen_text(app)
         assert "GPU0 H100" in text and "4 studies · 1 running" in text
@@ -56,6 +58,8 @@ async def test_navigation_with_keys_only(make_app: MakeApp) -> None:
         assert isinstance(app.screen, CandidateScreen)
         text = screen_text(app)
         assert "#1 (id" in text and "└── mms" in text and "protocol" not in text
+        await press(pilot, "end")  # the metrics sit below the spec
+        text = screen_text(app)
         assert "seqlen 256 · full · in_domain · n=32" in text
         await press(pilot, "escape")
         assert app.screen is screen and table.cursor_row == 1
@@ -70,15 +74,29 @@ async def test_sort_by_metric_and_reverse(make_app: MakeApp) -> None:
         screen = await _open_gp(pilot)
         table = screen.query_one(CandidateTableWidget)
         primary = screen.view.primary
-        assert primary is not None and primary.title == "ppl in"
+        # a GP study is ranked by its search fitness (Study.primary_role 'search')
+        assert primary is not None and primary.title == "ppl search·p"
         while screen.view.sort_key != primary.key:
             await press(pilot, "s")
-        values = table_column(table, primary.key)
-        assert values[3:] == [""] * 21  # three finalists have it; the rest come after
-        assert values[:3] == sorted(values[:3], key=float) and values[0] == "25.29"
-        assert sorted(table_column(table, "_id")[:3], key=int) == ["1", "13", "19"]
+        fitness = table_column(table, primary.key)
+        assert fitness[20:] == [""] * 4  # 2 failed, 1 running, 1 pending
+        assert fitness[:20] == sorted(fitness[:20], key=float)
+        # the held-out ppl (finalists only) is a sort key too; at this width, beside the
+        # detail pane, only the primary metric has a column: read the view's order
+        held_out = next(c for c in screen.view.columns.values() if c.title == "ppl in")
+        while screen.view.sort_key != held_out.key:
+            await press(pilot, "s")
+
+        def values() -> list[float | None]:
+            return [screen.view.rows[i].metrics.get(held_out.key)
+                    for i in screen.view.page(0, 100)]
+
+        ordered = values()
+        assert ordered[3:] == [None] * 21  # three finalists have it; the rest come after
+        assert ordered[:3] == sorted(ordered[:3]) and f"{ordered[0]:.2f}" == "25.29"
+        assert sorted(table_column(table, "_id")[:3], key=int) == ["12", "24", "30"]
         await press(pilot, "S")  # reverse: worst first, rows without the metric stay last
-        assert table_column(table, primary.key)[:3] == values[:3][::-1]
+        assert values()[:3] == ordered[:3][::-1]
         assert "ppl in ↓" in screen_text(app)
 
 
@@ -91,13 +109,13 @@ async def test_filter_by_status_and_origin(make_app: MakeApp) -> None:
         await press(pilot, "f")  # running
         assert table_column(table, "status") == ["running"]
         await press(pilot, "f")  # pending
-        assert table_column(table, "_id") == ["23"]
+        assert table_column(table, "_id") == ["34"]
         await press(pilot, "f", "f")  # failed
-        assert table_column(table, "_id") == ["6", "15"]
+        assert table_column(table, "_id") == ["17", "26"]
         await press(pilot, "o")  # first origin alphabetically: crossover
         assert table_column(table, "origin") == []  # 6 is random, 15 a mutation
         await press(pilot, "o")  # mutation
-        assert table_column(table, "_id") == ["15"]
+        assert table_column(table, "_id") == ["26"]
         assert "status failed  origin mutation  rows 1–1 of 1" in screen_text(app)
         await press(pilot, "f", "f")  # skipped, then all
         assert screen.view.status_filter is None
@@ -112,11 +130,11 @@ async def test_paging(make_app: MakeApp) -> None:
         table = screen.query_one(CandidateTableWidget)
         assert table.row_count == 10 and table.pages == 3
         await press(pilot, "right_square_bracket")
-        assert table_column(table, "_id")[0] == "10" and "page 2/3" in screen_text(app)
+        assert table_column(table, "_id")[0] == "21" and "page 2/3" in screen_text(app)
         await press(pilot, "right_square_bracket", "right_square_bracket")
-        assert table_column(table, "_id") == ["20", "21", "22", "23"]
+        assert table_column(table, "_id") == ["31", "32", "33", "34"]
         await press(pilot, "left_square_bracket")
-        assert table_column(table, "_id")[0] == "10"
+        assert table_column(table, "_id")[0] == "21"
 
 
 @async_test
@@ -132,7 +150,7 @@ async def test_detail_pane_follows_cursor(make_app: MakeApp) -> None:
         assert isinstance(app.screen, StudyScreen)
         await press(pilot, "end", "enter")
         text = screen_text(app)
-        assert "Layer ratios" in text and "30 layers" in text and "layer_ratios.mlp" in text
+        assert "Layer ratios" in text and "30 layers" in text and "mlp_ratios" in text
 
 
 @async_test
@@ -225,15 +243,15 @@ async def test_live_update_keeps_cursor_and_scroll(make_app: MakeApp, demo_db: P
             store.finish_candidate(running, metrics=[{
                 "name": "ppl", "value": 19.5, "dataset": "pydoc", "split": "all", "seqlen": 128,
                 "n_samples": 8, "fidelity": "proxy", "role": "search"}])
-            new, _ = store.add_candidate(screen.study.id, {"method": "symbolic", "sparsity": 0.5,
-                                         "options": {"expression": "mul(W,X)"}},
+            new, _ = store.add_candidate(screen.study.id, spec("symbolic", 0.5, calibration="dense",
+                                                               expression="mul(W,X)"),
                                          origin="mutation")
             store.add_event(screen.study.id, "candidate 22 done")
         screen.poll()
         await settle(pilot)
         assert table.row_count == 25 and table.cursor_id == cursor and table.scroll_y == scroll
         assert table.get_cell(str(running), "status").plain == "done"
-        assert table_column(table, "label")[-1].startswith("mul(W,X)")
+        assert table_column(table, "label")[-1].startswith("symbolic mul(W,X)")
         assert "candidate 22 done" in screen_text(app)
         assert screen.study.n_done == 21 and screen.study.n_pending == 2
 
@@ -254,7 +272,7 @@ async def test_command_palette_filters(make_app: MakeApp) -> None:
         await pilot.pause(0.3)
         await press(pilot, "enter")
         assert screen.view.status_filter == "failed"
-        assert table_column(screen.query_one(CandidateTableWidget), "_id") == ["6", "15"]
+        assert table_column(screen.query_one(CandidateTableWidget), "_id") == ["17", "26"]
 
 
 @async_test

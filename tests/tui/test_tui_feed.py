@@ -26,7 +26,9 @@ def test_studies_feed_reads_only_changes(tmp_path: Path) -> None:
         b = store.create_study(name="b", kind="gp", model="m", config={})
         dense, _ = store.add_candidate(a, {"method": "dense"}, origin="baseline")
         store.finish_candidate(dense, metrics=[_ppl(10.0)])
-        wanda, _ = store.add_candidate(a, {"method": "wanda", "sparsity": 0.5}, origin="baseline")
+        # origin 'grid', as the engine's runner records a grid candidate (a 'baseline' is a
+        # reference, never the best)
+        wanda, _ = store.add_candidate(a, {"method": "wanda", "sparsity": 0.5}, origin="grid")
         store.finish_candidate(wanda, metrics=[_ppl(30.0), _ppl(25.0, "search", "proxy")])
         reader = StoreReader(path)
         feed = StudiesFeed(reader)
@@ -58,7 +60,7 @@ def test_study_feed_chunks_and_bounded_events(tmp_path: Path) -> None:
         reader = StoreReader(path)
         feed = StudyFeed(reader, sid, chunk=3, keep_events=5)
         update = feed.poll()
-        assert update.study is not None and update.study["id"] == sid
+        assert update.study is not None and update.study.id == sid
         assert [r.id for r in update.rows] == ids[:3] and update.more
         assert [e["message"] for e in update.events] == [f"event {i}" for i in range(7, 12)]
         update = feed.poll()
@@ -73,7 +75,7 @@ def test_study_feed_chunks_and_bounded_events(tmp_path: Path) -> None:
         assert [r.id for r in update.rows] == [ids[2]] and update.rows[0].status == "done"
         assert update.rows[0].metrics == {update.columns[0].key: 12.5}
         assert [e["message"] for e in update.events] == ["done 2"]
-        assert update.study is not None and update.study["status"] == "created"
+        assert update.study is not None and update.study.status == "created"
         reader.close()
 
 

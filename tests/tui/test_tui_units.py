@@ -1,4 +1,5 @@
-"""Pure parts of the TUI: expression trees, formatting, primary metric, the sorted view."""
+"""Pure parts of the TUI: expression trees, formatting, the sorted view. (Labels, metric
+identities and the primary metric are the schema's: tests/schema.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import random
 import pytest
 from prunestudio.tui.exprtree import ExpressionSyntaxError, parse_expression, render_tree
 from prunestudio.tui.feed import PollLatch
-from prunestudio.tui.formatting import bar, duration, eta, layer_ratios, metric_value, spec_label
-from prunestudio.tui.model import CandRow, MetricColumn, choose_primary, column_titles
+from prunestudio.tui.formatting import bar, duration, eta, layer_ratios, metric_value
+from prunestudio.tui.model import CandRow, MetricColumn
 from prunestudio.tui.view import CandidateView
 
 
@@ -42,53 +43,20 @@ def test_formatting() -> None:
         "28.67", "402.7", "1093", "5.123", "0.5123", "1.02e+08"]
 
 
-def test_spec_labels() -> None:
-    nm = {"kind": "nm", "n": 2, "m": 4}
-    assert spec_label({"method": "wanda", "sparsity": 0.5, "pattern": nm}) == "wanda 2:4"
-    assert spec_label({"method": "sparsegpt", "sparsity": 0.6, "layer_ratios": "owl"}) == (
-        "sparsegpt 60% owl")
-    assert spec_label({"method": "magnitude", "sparsity": 0.5,
-                       "options": {"scope": "row"}}) == "magnitude[row] 50%"
-    assert spec_label({"method": "symbolic", "sparsity": 0.5,
-                       "options": {"expression": "mul(W,G)"}}) == "mul(W,G) 50%"
-    ratios = {"method": "llm-pruner", "ratio": 0.25,
-              "layer_ratios": {"attn": [0.1, 0.2], "mlp": [0.3, 0.4, 0.5]}}
-    assert spec_label(ratios) == "llm-pruner 25% ×3L"
-    assert layer_ratios(ratios) == {"layer_ratios.attn": [0.1, 0.2],
+def test_layer_ratios_found_in_a_spec() -> None:
+    structured = {"method": "structured", "options": {"attention_ratios": [0.1, 0.2],
+                                                      "mlp_ratios": [0.3, 0.4, 0.5]}}
+    assert layer_ratios(structured) == {"attention_ratios": [0.1, 0.2],
+                                        "mlp_ratios": [0.3, 0.4, 0.5]}
+    nested = {"layer_ratios": {"attn": [0.1, 0.2], "mlp": [0.3, 0.4, 0.5]}}
+    assert layer_ratios(nested) == {"layer_ratios.attn": [0.1, 0.2],
                                     "layer_ratios.mlp": [0.3, 0.4, 0.5]}
     assert layer_ratios({"options": {"ratios": [0.5, 1]}}) == {"ratios": [0.5, 1.0]}
-    assert spec_label({"method": "dense"}) == "dense" and spec_label(None) == "?"
 
 
 def _col(role: str | None, fidelity: str | None = "full", name: str = "ppl") -> MetricColumn:
-    m = {"name": name, "dataset": "d", "split": "s", "seqlen": 128, "fidelity": fidelity,
-         "role": role}
-    return MetricColumn.of(m)
-
-
-def test_choose_primary_prefers_in_domain_full_then_search() -> None:
-    search, ind_proxy, ind_full, ood = (_col("search", "proxy"), _col("in_domain", "proxy"),
-                                        _col("in_domain"), _col("out_of_domain"))
-    assert choose_primary([search, ood, ind_full]) == ind_full
-    assert choose_primary([ood, ind_proxy, search]) == search
-    assert choose_primary([ood, ind_proxy]) == ind_proxy
-    assert choose_primary([ood]) == ood
-    assert choose_primary([_col("in_domain", name="acc")]) is None
-    assert choose_primary([ind_full, ood], preferred_role="out_of_domain") == ood
-    assert column_titles([search, ind_full, ood]) == ["ppl search·p", "ppl in", "ppl ood"]
-    assert _col("x", name="acc").lower_is_better is False and ood.lower_is_better
-
-
-def test_task_accuracy_columns_are_named_by_their_task() -> None:
-    def task(name: str, dataset: str, fidelity: str = "proxy") -> MetricColumn:
-        return MetricColumn.of({"name": name, "dataset": dataset, "fidelity": fidelity,
-                                "role": "task"})
-
-    cols = [task("acc", "shakespeare_next_line"), task("acc_norm", "shakespeare_next_line"),
-            task("acc", "arc_challenge", "full"), task("acc", "piqa", "full")]
-    assert column_titles(cols) == ["acc next-line·p", "acc_norm next-line·p", "acc arc-c",
-                                   "acc piqa"]
-    assert not any(c.lower_is_better for c in cols)
+    return MetricColumn.of({"name": name, "dataset": "d", "split": "s", "seqlen": 128,
+                            "fidelity": fidelity, "role": role})
 
 
 def _row(cid: int, status: str = "done", ppl: float | None = None, origin: str = "random",

@@ -7,7 +7,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from prunestudio.tui.demo import DEMO_MACHINE
+from demo_store import DEMO_MACHINE
 from textual.pilot import Pilot
 
 FROZEN_MACHINE = DEMO_MACHINE

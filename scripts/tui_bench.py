@@ -1,4 +1,4 @@
-"""Benchmark of the TUI on a big store: ``python -m prunestudio.tui.bench [--n 100000]``.
+"""Benchmark of the TUI on a big store: ``python scripts/tui_bench.py [--n 100000]``.
 
 1. Writes a store with ``n`` candidates through the store's write API (``add_candidate``,
    ``start_candidate``, ``finish_candidate`` with metrics, ``fail_candidate``, ``add_event``),
@@ -64,8 +64,12 @@ def add_candidates(store: Store, study: int, rng: random.Random, start: int, cou
     """Add ``count`` GP-like candidates (run and finish them unless ``finish`` is False)."""
     ids = []
     for i in range(start, start + count):
-        spec = {"method": "symbolic", "sparsity": 0.5,
-                "options": {"expression": _expression(rng, 4), "n": i}}
+        # a valid spec as the engine records it; the sparsity varies a little so that every
+        # candidate is new even when two random expressions coincide
+        spec = {"method": "symbolic", "sparsity": round(0.5 + i * 1e-7, 7),
+                "pattern": {"kind": "unstructured", "n": None, "m": None},
+                "layer_ratios": "uniform", "owl": None, "calibration": {"mode": "dense"},
+                "options": {"expression": _expression(rng, 4), "scope": "row"}}
         origin = "random" if i < 50 else rng.choice(("mutation", "crossover"))
         cid, _ = store.add_candidate(study, spec, origin=origin, generation=i // 50,
                                      parents=None if i < 50 else [rng.randrange(1, i)])
@@ -89,7 +93,9 @@ def build_big_store(path: Path, n: int, seed: int = 0) -> tuple[int, float]:
     t0 = time.perf_counter()
     with open_store(path) as store:
         sid = store.create_study(name="big-gp", kind="gp", model="smollm2-135m", seed=seed,
-                                 budget=n * 2, config={"evaluation": [{"role": "search"}]})
+                                 budget=n * 2, config={"study": {"name": "big-gp", "kind": "gp",
+                                                   "seed": seed}, "evaluation": [
+                                     {"role": "in_domain", "fidelity": "full"}]})
         store.set_study_status(sid, "running")
         for start in range(0, n, 1000):
             with store.transaction():
@@ -283,7 +289,7 @@ def _time_import() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prunestudio.tui.bench",
+    parser = argparse.ArgumentParser(prog="python scripts/tui_bench.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="candidates (default 100000)")
     parser.add_argument("--store", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""Pruner-Zero's genetic programming over symbolic pruning metrics.
+"""Pruner-Zero's genetic programming over symbolic pruning metrics (study kind ``gp``).
 
 One iteration (generation g ≥ 1) proposes `offspring` children:
 
@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import random
 
-from prunestudio.engine.search.base import (
+from prunestudio.engine.search.base import _Batch
+from prunestudio.engine.search.state import Individual, SearchHistory
+from prunestudio.engine.study.proposers.symbolic import (
     MAX_TRIES_PER_PROPOSAL,
-    SearchStrategy,
-    _Batch,
+    SymbolicSearch,
     generation_rng,
     ramped_tree,
 )
-from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.symbolic import crossover, point_mutation
 
 
@@ -41,7 +41,7 @@ def tournament(rng: random.Random, pool: list[Individual], size: int,
     return min(drawn, key=lambda i: (i.fitness, i.idx))
 
 
-class GPSearch(SearchStrategy):
+class GPSearch(SymbolicSearch):
     kind = "gp"
 
     def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:

@@ -1,6 +1,6 @@
-"""Write SVG screenshots of every screen: ``python -m prunestudio.tui.screenshots [DIR]``
-(default ``docs/screenshots``). Uses the demo store, a frozen clock and frozen machine
-figures, so the pictures are the same on every machine."""
+"""Write SVG screenshots of every screen: ``python scripts/tui_screenshots.py [DIR]``
+(default ``docs/screenshots``). Uses the TUI tests' demo store (tests/tui/demo_store.py), a
+frozen clock and frozen machine figures, so the pictures are the same on every machine."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .app import PruneStudioApp
-from .demo import DEMO_MACHINE, DEMO_NOW, build_demo_store
-from .feed import StoreReader
-from .machine import FrozenSampler
+from prunestudio.tui.app import PruneStudioApp
+from prunestudio.tui.feed import StoreReader
+from prunestudio.tui.machine import FrozenSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "tui"))
+from demo_store import DEMO_MACHINE, DEMO_NOW, build_demo_store  # noqa: E402
 
 __all__ = ["SHOTS", "main"]
 

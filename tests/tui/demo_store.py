@@ -1,15 +1,17 @@
-"""A small demo store written through the store's own write API, with fixed timestamps.
+"""The TUI tests' demo store, written through the engine's write path (the store API) with
+fixed timestamps; every spec is in the canonical form the engine records (a test checks each
+one against ``CandidateSpec``), every study kind one the engine runs.
 
-Used by the TUI tests, the screenshots and anyone who wants to try the TUI without running a
+Used by the TUI tests and ``scripts/tui_screenshots.py``; to try the TUI without running a
 study::
 
-    python -m prunestudio.tui.demo /tmp/demo.db && prunestudio tui /tmp/demo.db
+    python tests/tui/demo_store.py /tmp/demo.db && prunestudio tui /tmp/demo.db
 
 Four studies: a finished baseline grid (in-domain / out-of-domain ppl, one failure), a running
 genetic-programming search over expressions (proxy ppl under the 'search' role, finalists at
 full fidelity, parents, a running and pending candidates, events, its worker's heartbeat at
-DEMO_NOW), a cancelled structured search with per-layer ratios, and a study that has not
-started.
+DEMO_NOW), a cancelled structured grid with per-block ratios, and a random search that has
+not started.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any
 from unittest import mock
 
 from prunestudio.store import Store, open_store
+from prunestudio.tui.machine import GpuInfo, GpuProcess, MachineSnapshot
 
-from .machine import GpuInfo, GpuProcess, MachineSnapshot
-
-__all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "fixed_clock"]
+__all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "demo_specs",
+           "fixed_clock", "spec"]
 
 DEMO_START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 DEMO_NOW = DEMO_START + 3 * 3600 + 754.0  # "now" for screenshots: a few hours later
@@ -57,6 +59,37 @@ def fixed_clock(start: float = DEMO_START, step: float = 7.0) -> Iterator[Simple
         yield clock
 
 
+_UNSTRUCTURED = {"kind": "unstructured", "n": None, "m": None}
+_NM = {"kind": "nm", "n": 2, "m": 4}
+# each method's options with their defaults filled in, as the engine records them
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "dense": {}, "wanda": {}, "gblm": {},
+    "magnitude": {"scope": "matrix", "ties": "index"},
+    "sparsegpt": {"blocksize": 128, "damp": 0.01},
+    "symbolic": {"scope": "row"},
+    "structured": {"importance": "taylor_first", "aggregation": "sum", "ratio": "params",
+                   "attention_unit": "kv_group", "attention": True, "mlp": True,
+                   "block_start": 0, "block_end": None, "attention_ratios": None,
+                   "mlp_ratios": None, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "seed": 0},
+}
+_SPECS: list[dict[str, Any]] = []  # every spec written, for the validity test
+
+
+def spec(method: str, sparsity: float = 0.0, *, nm: bool = False, calibration: str = "sequential",
+         **options: Any) -> dict[str, Any]:
+    """A candidate spec in the engine's canonical form (``CandidateSpec(...).canonical()``)."""
+    out = {"method": method, "sparsity": sparsity, "pattern": dict(_NM if nm else _UNSTRUCTURED),
+           "layer_ratios": "uniform", "owl": None, "calibration": {"mode": calibration},
+           "options": {**_OPTIONS[method], **options}}
+    _SPECS.append(out)
+    return out
+
+
+def demo_specs() -> list[dict[str, Any]]:
+    """Every spec the demo store holds (build the store first)."""
+    return list(_SPECS)
+
+
 def _ppl(value: float, role: str, *, fidelity: str = "full", dataset: str = "pydoc",
          split: str = "all", seqlen: int = 256, n: int = 32) -> dict[str, Any]:
     return {
@@ -67,6 +100,7 @@ def _ppl(value: float, role: str, *, fidelity: str = "full", dataset: str = "pyd
     }
 
 
+_CALIBRATION = {"source": "pydoc", "split": "all", "seqlen": 256, "n": 8, "offset": 0}
 _EVAL = [
     {"role": "in_domain", "fidelity": "full",
      "windows": {"source": "pydoc", "split": "all", "seqlen": 256, "n": 32, "offset": 40000}},
@@ -76,39 +110,53 @@ _EVAL = [
 _MODEL = "smollm2-135m-instruct (Q4_1 GGUF)"
 
 
+def _config(name: str, kind: str, seed: int, *, evaluation: list[dict[str, Any]] | None = None,
+            **sections: Any) -> dict[str, Any]:
+    """A study config in the shape ``StudyConfig.to_dict()`` records (main sections)."""
+    return {"study": {"name": name, "kind": kind, "seed": seed},
+            "model": {"source": "default", "device": "auto", "dtype": "auto"},
+            "calibration": _CALIBRATION,
+            "evaluation": [{**e, "batch_size": 4} for e in (evaluation or _EVAL)],
+            "candidates": [], **sections}
+
+
 def _grid(store: Store, clock: SimpleNamespace) -> None:
-    sid = store.create_study(name="baselines", kind="grid", model=_MODEL, seed=0, budget=10,
-                             config={"evaluation": _EVAL, "grid": {"sparsities": [0.5]}})
+    sid = store.create_study(
+        name="baselines", kind="grid", model=_MODEL, seed=0, budget=10,
+        config=_config("baselines", "grid", 0, grid={
+            "methods": ["magnitude", "wanda", "sparsegpt", "gblm"], "sparsities": [0.5],
+            "patterns": ["unstructured", "2:4"], "layer_ratios": "uniform",
+            "include_dense": True}))
     store.set_study_status(sid, "running")
-    nm = {"kind": "nm", "n": 2, "m": 4}
     specs: list[tuple[dict[str, Any], float | None, float | None]] = [
-        ({"method": "dense"}, 16.92, 41.37),
-        ({"method": "magnitude", "sparsity": 0.5}, 61.80, 188.4),
-        ({"method": "magnitude", "sparsity": 0.5, "pattern": nm}, 402.7, 1093.0),
-        ({"method": "wanda", "sparsity": 0.5}, 28.67, 77.12),
-        ({"method": "wanda", "sparsity": 0.5, "pattern": nm}, 47.31, 128.9),
-        ({"method": "sparsegpt", "sparsity": 0.5}, 26.95, 70.84),
-        ({"method": "sparsegpt", "sparsity": 0.5, "pattern": nm}, None, None),
-        ({"method": "gblm", "sparsity": 0.5}, 28.12, 75.50),
-        ({"method": "gblm", "sparsity": 0.5, "pattern": nm}, 45.96, 125.2),
-        ({"method": "magnitude", "sparsity": 0.5, "options": {"scope": "row"}}, 55.43, 160.1),
+        (spec("dense"), 16.92, 41.37),
+        (spec("magnitude", 0.5), 61.80, 188.4),
+        (spec("magnitude", 0.5, nm=True), 402.7, 1093.0),
+        (spec("wanda", 0.5), 28.67, 77.12),
+        (spec("wanda", 0.5, nm=True), 47.31, 128.9),
+        (spec("sparsegpt", 0.5), 26.95, 70.84),
+        (spec("sparsegpt", 0.5, nm=True), None, None),
+        (spec("gblm", 0.5), 28.12, 75.50),
+        (spec("gblm", 0.5, nm=True), 45.96, 125.2),
+        (spec("magnitude", 0.5, scope="row"), 55.43, 160.1),
     ]
-    for spec, ind, ood in specs:
-        cid, _ = store.add_candidate(sid, spec, origin="baseline")
+    for sp, ind, ood in specs:
+        origin = "baseline" if sp["method"] == "dense" else "grid"  # as the engine's runner
+        cid, _ = store.add_candidate(sid, sp, origin=origin)
         store.start_candidate(cid, worker="gpu0")
         if ind is None:
             store.fail_candidate(cid, error="SparseGPT: Cholesky decomposition failed on "
                                  "model.layers.7.mlp.down_proj (Hessian not positive definite "
                                  "after 1% damping); raise damping or use more calibration "
                                  "samples", timings={"prune": 12.4})
-            store.add_event(sid, f"candidate {spec['method']} 2:4 failed: Cholesky",
+            store.add_event(sid, f"candidate {sp['method']} 2:4 failed: Cholesky",
                             level="error", candidate_id=cid)
             continue
         store.finish_candidate(
             cid, metrics=[_ppl(ind, "in_domain"),
                           _ppl(ood, "out_of_domain", dataset="shakespeare", split="hamlet")],
-            timings={"prune": 3.2 if spec["method"] != "sparsegpt" else 14.8, "eval": 5.1,
-                     "total": 9.4}, info={"realised_sparsity": spec.get("sparsity", 0.0)},
+            timings={"prune": 3.2 if sp["method"] != "sparsegpt" else 14.8, "eval": 5.1,
+                     "total": 9.4}, info={"realised_sparsity": sp["sparsity"]},
         )
     store.add_event(sid, "study finished: 9 done, 1 failed", progress=1.0)
     store.set_study_status(sid, "finished")
@@ -130,8 +178,11 @@ _OFFSPRING = [
 
 def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
     """The running search; returns its id and its running candidate's."""
-    config = {"evaluation": [{"role": "search", "fidelity": "proxy"}, *_EVAL],
-              "gp": {"population": 12, "iterations": 5, "top_k": 4}}
+    config = _config("prunerzero-gp", "gp", 1, search={
+        "population": 12, "iterations": 24, "offspring": 2, "budget": 60, "top_k": 4,
+        "sparsity": 0.5, "pattern": "unstructured", "scope": "row", "calibration": "dense",
+        "split": {"source": "pydoc", "split": "all", "seqlen": 128, "n": 8, "offset": 20000},
+        "finalists": 3, "baselines": []})
     sid = store.create_study(name="prunerzero-gp", kind="gp", model=_MODEL, seed=1,
                              budget=60, config=config)
     store.set_study_status(sid, "running")
@@ -141,8 +192,8 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
         expr = _EXPRESSIONS[i] if i < 12 else _OFFSPRING[i - 12]
         origin = "random" if i < 12 else ("mutation" if i % 2 else "crossover")
         parents = None if i < 12 else [ids[(i * 7) % 12], ids[(i * 5 + 3) % 12]][: 1 + i % 2]
-        spec = {"method": "symbolic", "sparsity": 0.5, "options": {"expression": expr}}
-        cid, created = store.add_candidate(sid, spec, origin=origin, parents=parents,
+        sp = spec("symbolic", 0.5, calibration="dense", expression=expr)
+        cid, created = store.add_candidate(sid, sp, origin=origin, parents=parents,
                                            generation=0 if i < 12 else 1 + (i - 12) // 6)
         if not created:
             continue
@@ -173,16 +224,15 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
 
 
 def _structured(store: Store, clock: SimpleNamespace) -> None:
-    sid = store.create_study(name="llm-pruner-gbdt", kind="predictor", model=_MODEL, seed=2,
-                             budget=40, config={"evaluation": _EVAL[:1]})
+    sid = store.create_study(name="structured-grid", kind="grid", model=_MODEL, seed=2,
+                             budget=40, config=_config("structured-grid", "grid", 2,
+                                                       evaluation=_EVAL[:1]))
     store.set_study_status(sid, "running")
     for i in range(8):
         attn = [round(0.05 + 0.35 * ((i + j * 3) % 10) / 10, 3) for j in range(30)]
         mlp = [round(0.10 + 0.30 * ((i * 2 + j) % 7) / 7, 3) for j in range(30)]
-        spec = {"method": "llm-pruner", "ratio": 0.25, "importance": "taylor-mix",
-                "layer_ratios": {"attn": attn, "mlp": mlp}, "layers": [3, 27]}
-        cid, _ = store.add_candidate(sid, spec, origin="predictor" if i > 3 else "random",
-                                     generation=i // 4)
+        sp = spec("structured", importance="taylor_mix", attention_ratios=attn, mlp_ratios=mlp)
+        cid, _ = store.add_candidate(sid, sp, origin="grid")
         store.start_candidate(cid, worker="gpu0")
         store.finish_candidate(cid, metrics=[
             _ppl(31.0 + 3 * ((i * 5) % 7), "in_domain"),
@@ -203,8 +253,9 @@ def build_demo_store(path: str | os.PathLike[str]) -> Path:
         _grid(store, clock)
         gp, running = _gp(store, clock)
         _structured(store, clock)
-        store.create_study(name="adapruner-tpe", kind="tpe", model=_MODEL, seed=3,
-                           budget=150, config={"evaluation": _EVAL})
+        store.create_study(name="random-search", kind="random", model=_MODEL, seed=3,
+                           budget=150, config=_config("random-search", "random", 3, search={
+                               "budget": 150, "sparsity": 0.5, "finalists": 3}))
         # the GP runner's heartbeat, a few seconds before DEMO_NOW (the screenshots' clock):
         # at that time it is live (shown 'running'); watched later, it shows 'stale'
         clock.now = DEMO_NOW - 10.0

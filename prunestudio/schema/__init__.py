@@ -1,0 +1,84 @@
+"""Prune Studio's typed, torch-free schema: the records every reader shares.
+
+Importing this package imports neither torch, transformers nor the engine (a test checks
+``sys.modules``), so the store, the TUI, ``prunestudio show`` and the web app use it freely::
+
+    from prunestudio.schema import Candidate, Study
+    from prunestudio.store import open_store
+
+    with open_store("runs/studio.db", readonly=True) as store:
+        study = store.study_record("my-gp")
+        for c in store.candidate_records(study.id):
+            print(c.label, c.fitness.value if c.fitness else None)
+
+One label (:attr:`Candidate.label`, ``spec_label``), one metric identity
+(:class:`MetricIdentity`), one primary role (:attr:`Study.primary_role`) in the codebase.
+"""
+
+from .config import EvalSet, SearchSettings, StudySettings
+from .constants import (
+    CANDIDATE_STATUSES,
+    EVENT_LEVELS,
+    FIDELITIES,
+    FITNESS_METRIC,
+    HIGHER_IS_BETTER,
+    METRIC_IDENTITY_KEYS,
+    METRIC_KEYS,
+    REFERENCE_METHODS,
+    REFERENCE_ORIGINS,
+    SEARCH_KINDS,
+    SEARCH_ROLE,
+    STUDY_KINDS,
+    STUDY_STATUSES,
+    STUDY_TERMINAL,
+    TASK_ROLE,
+)
+from .labels import realised_label, spec_label
+from .metrics import (
+    TASK_SHORT_NAMES,
+    Metric,
+    MetricIdentity,
+    choose_primary,
+    column_titles,
+    metric_key,
+    task_metric_title,
+)
+from .paths import default_store_path
+from .records import Artifact, Candidate, Event, Study, StudyCounts, Worker
+
+__all__ = [
+    "CANDIDATE_STATUSES",
+    "EVENT_LEVELS",
+    "FIDELITIES",
+    "FITNESS_METRIC",
+    "HIGHER_IS_BETTER",
+    "METRIC_IDENTITY_KEYS",
+    "METRIC_KEYS",
+    "REFERENCE_METHODS",
+    "REFERENCE_ORIGINS",
+    "SEARCH_KINDS",
+    "SEARCH_ROLE",
+    "STUDY_KINDS",
+    "STUDY_STATUSES",
+    "STUDY_TERMINAL",
+    "TASK_ROLE",
+    "TASK_SHORT_NAMES",
+    "Artifact",
+    "Candidate",
+    "EvalSet",
+    "Event",
+    "Metric",
+    "MetricIdentity",
+    "SearchSettings",
+    "Study",
+    "StudyCounts",
+    "StudySettings",
+    "Worker",
+    "choose_primary",
+    "column_titles",
+    "default_store_path",
+    "metric_key",
+    "realised_label",
+    "spec_label",
+    "task_metric_title",
+]

@@ -1,0 +1,59 @@
+"""The fixed vocabularies of Prune Studio's records: one definition each.
+
+The store validates against these, the engine writes them, the UIs filter by them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "STUDY_KINDS",
+    "SEARCH_KINDS",
+    "STUDY_STATUSES",
+    "STUDY_TERMINAL",
+    "CANDIDATE_STATUSES",
+    "EVENT_LEVELS",
+    "FIDELITIES",
+    "METRIC_KEYS",
+    "METRIC_IDENTITY_KEYS",
+    "SEARCH_ROLE",
+    "FITNESS_METRIC",
+    "TASK_ROLE",
+    "REFERENCE_METHODS",
+    "REFERENCE_ORIGINS",
+    "HIGHER_IS_BETTER",
+]
+
+# Study kinds `prunestudio run` accepts; gp and random are searches over symbolic metrics.
+STUDY_KINDS = ("grid", "gp", "random")
+SEARCH_KINDS = ("gp", "random")
+
+# 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').
+# A 'running' study whose runner died without a word is shown as 'stale' (see
+# prunestudio.store.liveness): 'stale' is never stored.
+STUDY_STATUSES = ("created", "running", "finished", "failed", "cancelled", "interrupted")
+STUDY_TERMINAL = ("finished", "failed", "cancelled", "interrupted")
+CANDIDATE_STATUSES = ("pending", "running", "done", "failed", "skipped")
+EVENT_LEVELS = ("info", "warning", "error")
+FIDELITIES = ("proxy", "full")
+
+# Every field a metric record may carry (what the engine hands the store), and the fields
+# that make up its identity: two values are comparable only when these are all equal.
+METRIC_KEYS = (
+    "name", "value", "dataset", "split", "seqlen", "n_samples", "fidelity", "role", "protocol",
+)
+METRIC_IDENTITY_KEYS = ("name", "role", "dataset", "split", "seqlen", "fidelity")
+
+# A search candidate's fitness: perplexity on the search split, role 'search', fidelity proxy.
+# The role is reserved: no [[evaluation]] set may take it.
+SEARCH_ROLE = "search"
+FITNESS_METRIC = ("ppl", SEARCH_ROLE)  # (name, role)
+TASK_ROLE = "task"  # lm-eval task accuracies (dataset = the task name)
+
+# Candidates that are references, not results: the unpruned model and the baselines a study
+# measures for comparison (origin 'baseline'). They are shown, never "the best".
+REFERENCE_METHODS = ("dense",)
+REFERENCE_ORIGINS = ("baseline",)
+
+# Metric names where a larger value is better; everything else (ppl, loss, latency...) is
+# lower-is-better.
+HIGHER_IS_BETTER = ("acc", "accuracy", "mmlu", "f1", "exact_match", "score", "reward")

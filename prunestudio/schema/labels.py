@@ -1,0 +1,90 @@
+"""THE candidate label: one short line naming what a spec prunes and how.
+
+Computed from a spec's canonical JSON form (what the engine records; options validated,
+defaults filled in), so the engine (``CandidateSpec.label``), the store's records
+(``Candidate.label``), ``prunestudio show``, the TUI and the web app all print the same text:
+
+- ``dense``
+- ``wanda 50%``, ``wanda 2:4``, ``sparsegpt 60% owl``, ``wanda 50% dense-calib``
+- ``magnitude[matrix] 50%`` (magnitude names its scope), ``magnitude[row][ties=topk] 50%``
+- ``symbolic mul(sqr(W),mms(G)) 50%`` (a symbolic metric shows its expression; a non-default
+  scope as ``symbolic[matrix] ...``)
+- ``structured[taylor_first/sum] 25% params``, ``structured[l1/sum/query_head] per-layer``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["spec_label", "realised_label"]
+
+
+def _pct(x: Any) -> str:
+    try:
+        return f"{float(x):.0%}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _structured(spec: Mapping[str, Any], o: Mapping[str, Any]) -> str:
+    what = f"{o.get('importance', 'taylor_first')}/{o.get('aggregation', 'sum')}"
+    unit = o.get("attention_unit", "kv_group")
+    if unit != "kv_group":
+        what += f"/{unit}"
+    if not o.get("attention", True):
+        what += "/mlp-only"
+    elif not o.get("mlp", True):
+        what += "/attention-only"
+    per_layer = o.get("attention_ratios") is not None or o.get("mlp_ratios") is not None
+    amount = ("per-layer" if per_layer
+              else f"{_pct(spec.get('sparsity', 0.0))} {o.get('ratio', 'params')}")
+    return f"structured[{what}] {amount}"
+
+
+def spec_label(spec: Mapping[str, Any] | None) -> str:
+    """The label of a candidate spec (a dict in the canonical form; ``?`` when not a spec)."""
+    if not isinstance(spec, Mapping) or not spec.get("method"):
+        return "?"
+    method = str(spec["method"])
+    if method == "dense":
+        return "dense"
+    options = spec.get("options")
+    o: Mapping[str, Any] = options if isinstance(options, Mapping) else {}
+    if method == "structured":
+        return _structured(spec, o)
+    head = method
+    expression = o.get("expression")
+    scope = o.get("scope")
+    if expression is not None:  # a symbolic metric: its expression says what it is
+        if scope and scope != "row":
+            head += f"[{scope}]"
+        head += f" {expression}"
+    else:
+        if scope:
+            head += f"[{scope}]"
+        if o.get("ties", "index") != "index":
+            head += f"[ties={o['ties']}]"
+    parts = [head]
+    pattern = spec.get("pattern")
+    if isinstance(pattern, Mapping) and pattern.get("kind") == "nm":
+        parts.append(f"{pattern.get('n')}:{pattern.get('m')}")
+    else:
+        parts.append(_pct(spec.get("sparsity", 0.0)))
+    if spec.get("layer_ratios") == "owl":
+        parts.append("owl")
+    calibration = spec.get("calibration")
+    if isinstance(calibration, Mapping) and calibration.get("mode") == "dense":
+        parts.append("dense-calib")
+    return " ".join(parts)
+
+
+def realised_label(info: Mapping[str, Any] | None) -> str | None:
+    """What a structured candidate really removed, from its recorded ``info``
+    (``info['structured']['realised_label']``), e.g. ``realised 0% query heads``."""
+    if not isinstance(info, Mapping):
+        return None
+    structured = info.get("structured")
+    if isinstance(structured, Mapping) and structured.get("realised_label"):
+        return str(structured["realised_label"])
+    return None
