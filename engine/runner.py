@@ -1,6 +1,6 @@
 """Running a study from a config: validate first, create after, then the one study loop.
 
-`run_study(config, store_path, ...)` loads the model, cuts the windows and checks every spec
+`launch_study(config, store_path, ...)` loads the model, cuts the windows and checks every spec
 against the model *before* the study is recorded, then hands the recorded study to
 `prunestudio.engine.study.loop.run_study` with the proposer of its kind (grid, gp, random)
 and an in-process executor. Interrupts (Ctrl-C, SIGTERM) leave the study `interrupted`; a
@@ -40,7 +40,7 @@ __all__ = [
     "CandidateOutcome", "EvalWindows", "StudyContext", "check_inputs_unchanged",
     "check_runnable", "cut_windows", "evaluate_candidate", "input_identity",
     "mark_study_failed", "prepare", "pruned_model", "resume_event", "run_recorded",
-    "run_study", "start_study", "task_accuracy", "worker_name",
+    "launch_study", "start_study", "task_accuracy", "worker_name",
 ]
 
 
@@ -129,7 +129,7 @@ def check_inputs_unchanged(store: Store, study: dict[str, Any], ctx: StudyContex
                         + "; ".join(found), level="warning")
 
 
-def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
+def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
               resume: str | int | None = None, reporter: Reporter | None = None,
               lm: LoadedModel | None = None, allow_changed_inputs: bool = False,
               lock_timeout: float = 30.0) -> tuple[int, str]:
@@ -158,7 +158,7 @@ def run_study(config: StudyConfig | None, store_path: str | Path, *, name: str |
                 study = store.get_study(resume)
                 config = parse_config(study["config"], f"(study {study['name']} in {store_path})")
             elif config is None:
-                raise ValueError("run_study needs a config or a study to resume")
+                raise ValueError("launch_study needs a config or a study to resume")
             else:
                 _check_name_free(store, name or config.study.name)
             validate_model_options(config.model.device, config.model.dtype)

@@ -85,7 +85,7 @@ def wanda_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(config_data: dict[str, Any], store_path: str, lm, quiet: bool) -> None:
     from prunestudio.engine.progress import Reporter, RichReporter
-    from prunestudio.engine.runner import run_study
+    from prunestudio.engine.runner import launch_study
     from prunestudio.engine.studies.config import parse_config
     from prunestudio.store import StoreError, open_store
 
@@ -101,9 +101,9 @@ def run(config_data: dict[str, Any], store_path: str, lm, quiet: bool) -> None:
         return
     t0 = time.time()
     if study is None:
-        run_study(parse_config(config_data, f"({name})"), store_path, reporter=reporter, lm=lm)
+        launch_study(parse_config(config_data, f"({name})"), store_path, reporter=reporter, lm=lm)
     else:
-        run_study(None, store_path, resume=name, reporter=reporter, lm=lm)
+        launch_study(None, store_path, resume=name, reporter=reporter, lm=lm)
     print(f"# {name}: {time.time() - t0:.0f}s", file=sys.stderr)
 
 

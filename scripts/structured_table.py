@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from prunestudio.engine.calibration import StatsCache, calibration_hash
     from prunestudio.engine.data.windows import WindowSpec, build_windows
     from prunestudio.engine.evaluate.efficiency import measure_latency, parameter_counts
+    from prunestudio.engine.evaluate.harness import evaluate_tasks
     from prunestudio.engine.evaluate.perplexity import perplexity
-    from prunestudio.engine.evaluate.tasks import evaluate_tasks
     from prunestudio.engine.models.loading import load_model
     from prunestudio.engine.structured import prune_structured
 

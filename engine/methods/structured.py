@@ -35,6 +35,6 @@ class Structured(ShapeChangingMethod):
         check_structured_spec(lm, spec)
 
     def prune(self, lm, spec, stats, *, progress=None):
-        from prunestudio.engine.structured.run import prune_structured
+        from prunestudio.engine.structured.apply import prune_structured
 
         return prune_structured(lm, spec, stats, progress=progress)

@@ -13,11 +13,11 @@ shrink, config, realised ratios, structure key), run (prune_structured), checks
 (check_structured_spec), export (save / load).
 """
 
+from prunestudio.engine.structured.apply import StructuredInfo, is_structured, prune_structured
 from prunestudio.engine.structured.checks import check_structured_spec
 from prunestudio.engine.structured.export import ExportInfo, export_pruned, load_pruned
 from prunestudio.engine.structured.groups import StructureError
 from prunestudio.engine.structured.prune import unit_count
-from prunestudio.engine.structured.run import StructuredInfo, is_structured, prune_structured
 
 __all__ = ["ExportInfo", "StructureError", "StructuredInfo", "check_structured_spec",
            "export_pruned", "is_structured", "load_pruned", "prune_structured", "unit_count"]

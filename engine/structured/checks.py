@@ -11,6 +11,7 @@ from typing import Any
 
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.spec import CandidateSpec
+from prunestudio.engine.structured.apply import is_structured, structured_options
 from prunestudio.engine.structured.groups import block_groups
 from prunestudio.engine.structured.prune import (
     CONFIG_KEY,
@@ -18,7 +19,6 @@ from prunestudio.engine.structured.prune import (
     plan_counts,
     pruned_blocks,
 )
-from prunestudio.engine.structured.run import is_structured, structured_options
 from torch import nn
 
 

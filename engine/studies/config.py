@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prunestudio.engine.data.windows import WindowSpec, with_default_split
-from prunestudio.engine.evaluate.tasks import TaskError, resolve_tasks
+from prunestudio.engine.evaluate.harness import TaskError, resolve_tasks
 from prunestudio.engine.spec import CandidateSpec, Pattern
 from pydantic import (
     AfterValidator,

@@ -33,7 +33,7 @@ def handle(args: argparse.Namespace) -> int:
         recorded_candidate,
         recorded_config,
     )
-    from prunestudio.engine.evaluate.tasks import evaluate_tasks, resolve_tasks, task_metrics
+    from prunestudio.engine.evaluate.harness import evaluate_tasks, resolve_tasks, task_metrics
     from prunestudio.engine.progress import RichReporter
     from prunestudio.engine.runner import pruned_model
     from prunestudio.engine.spec import CandidateSpec

@@ -68,11 +68,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from prunestudio.engine.runner import run_study
+    from prunestudio.engine.runner import launch_study
 
     reporter = options.make_reporter(args.quiet)
     config = PruneRequest.from_args(args).config()
-    study_id, status = run_study(config, args.store, name=args.name, reporter=reporter,
+    study_id, status = launch_study(config, args.store, name=args.name, reporter=reporter,
                                  lock_timeout=args.lock_timeout)
     return finish_study(args, study_id, status)
 

@@ -24,7 +24,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from prunestudio.engine.runner import run_study
+    from prunestudio.engine.runner import launch_study
     from prunestudio.engine.studies.config import ConfigError, load_config
 
     config = None
@@ -32,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
         config = options.ModelChoice.from_args(args).apply(load_config(args.config))
     elif args.config:
         raise ConfigError("give either CONFIG.toml or --resume STUDY, not both")
-    study_id, status = run_study(config, args.store, name=args.name, resume=args.resume,
+    study_id, status = launch_study(config, args.store, name=args.name, resume=args.resume,
                                  reporter=options.make_reporter(args.quiet),
                                  allow_changed_inputs=args.allow_changed_inputs,
                                  lock_timeout=args.lock_timeout)

@@ -147,7 +147,9 @@ def test_unsupported_architecture_is_named(tmp_path):
 def _slow_study(tmp_path: Path, model_dir: Path) -> Path:
     cfg = tmp_path / "slow.toml"
     cfg.write_text(tiny_study_toml(model_dir, methods='["magnitude", "wanda", "sparsegpt"]')
-                   .replace("n = 4, offset = 20000", "n = 48, offset = 20000"))
+                   .replace("seqlen = 64, n = 4, offset = 20000",
+                            # long enough that a signal lands inside a candidate, not between
+                            "seqlen = 128, n = 64, offset = 20000"))
     return cfg
 
 

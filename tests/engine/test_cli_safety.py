@@ -234,7 +234,9 @@ def test_events_name_candidates_by_id(study):
 def _slow_config(tmp_path: Path, model: Path) -> Path:
     cfg = tmp_path / "slow.toml"
     cfg.write_text(tiny_study_toml(model, methods='["magnitude", "wanda", "sparsegpt"]')
-                   .replace("n = 4, offset = 20000", "n = 48, offset = 20000"))
+                   .replace("seqlen = 64, n = 4, offset = 20000",
+                            # long enough that a signal lands inside a candidate, not between
+                            "seqlen = 128, n = 64, offset = 20000"))
     return cfg
 
 

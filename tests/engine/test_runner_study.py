@@ -10,7 +10,7 @@ import pytest
 import torch
 from prunestudio.engine.data.windows import WindowSpec, build_windows
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import run_recorded, run_study, start_study
+from prunestudio.engine.runner import launch_study, run_recorded, start_study
 from prunestudio.engine.studies.config import parse_config
 from prunestudio.store import open_store
 from tiny_models import tiny_study_toml
@@ -32,7 +32,7 @@ def llama(tiny_model_dirs):
 
 def test_study_records_every_candidate_with_protocol(tmp_path, tiny_model_dirs, llama):
     config = _config(tiny_model_dirs["llama"], methods='["magnitude", "wanda", "sparsegpt"]')
-    study_id, status = run_study(config, tmp_path / "s.db", lm=llama)
+    study_id, status = launch_study(config, tmp_path / "s.db", lm=llama)
     assert status == "finished"
     with open_store(tmp_path / "s.db", readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
@@ -57,7 +57,7 @@ def test_study_records_every_candidate_with_protocol(tmp_path, tiny_model_dirs, 
 
 def test_recorded_dense_ppl_matches_a_direct_forward(tmp_path, tiny_model_dirs, llama):
     config = _config(tiny_model_dirs["llama"], methods='["wanda"]', patterns='["unstructured"]')
-    study_id, _ = run_study(config, tmp_path / "s.db", lm=llama)
+    study_id, _ = launch_study(config, tmp_path / "s.db", lm=llama)
     with open_store(tmp_path / "s.db", readonly=True) as store:
         dense = store.candidates(study_id, with_metrics=True)[0]
     recorded = next(m["value"] for m in dense["metrics"] if m["role"] == "in_domain")
@@ -79,7 +79,7 @@ method = "symbolic"
 sparsity = 0.6
 options = {{ expression = "{NON_FINITE}" }}
 """)
-    study_id, status = run_study(config, tmp_path / "s.db", lm=llama)
+    study_id, status = launch_study(config, tmp_path / "s.db", lm=llama)
     with open_store(tmp_path / "s.db", readonly=True) as store:
         by_method = {c["spec"]["method"]: c
                      for c in store.candidates(study_id, with_metrics=True)}
@@ -103,7 +103,7 @@ def test_a_pattern_no_layer_can_take_is_refused_before_the_study_exists(tmp_path
     config = _config(tiny_model_dirs["llama"], methods='["magnitude"]',
                      patterns='["3:5", "unstructured"]')
     with pytest.raises(PreflightError, match=r"pattern 3:5: groups of 5 .* width\(s\) 64, 128"):
-        run_study(config, tmp_path / "s.db", lm=llama)
+        launch_study(config, tmp_path / "s.db", lm=llama)
     with open_store(tmp_path / "s.db", readonly=True) as store:
         assert list(store.db.query("SELECT id FROM studies")) == []
 
@@ -119,7 +119,7 @@ def test_cancel_request_stops_at_a_candidate_boundary_and_resume_finishes(
         study = store.get_study(study_id)
         assert study["status"] == "cancelled" and study["error"] == "user asked from the TUI"
         assert {c["status"] for c in store.candidates(study_id)} == {"pending"}
-    sid, status = run_study(None, db, resume="to-cancel", lm=llama)
+    sid, status = launch_study(None, db, resume="to-cancel", lm=llama)
     with open_store(db, readonly=True) as store:
         cands = store.candidates(sid)
     assert sid == study_id and status == "finished"
@@ -129,15 +129,15 @@ def test_cancel_request_stops_at_a_candidate_boundary_and_resume_finishes(
 
 def test_study_name_must_be_new(tmp_path, tiny_model_dirs, llama):
     config = _config(tiny_model_dirs["llama"], methods='["magnitude"]', patterns='["2:4"]')
-    run_study(config, tmp_path / "s.db", name="once", lm=llama)
+    launch_study(config, tmp_path / "s.db", name="once", lm=llama)
     with pytest.raises(Exception, match="already exists.*resume"):
-        run_study(config, tmp_path / "s.db", name="once", lm=llama)
+        launch_study(config, tmp_path / "s.db", name="once", lm=llama)
 
 
 @pytest.mark.parametrize("arch", ["opt", "gpt_neox", "gpt2"])
 def test_other_architectures_run_a_study(tmp_path, tiny_model_dirs, arch):
     config = _config(tiny_model_dirs[arch], methods='["wanda", "sparsegpt"]')
-    study_id, status = run_study(config, tmp_path / "s.db")
+    study_id, status = launch_study(config, tmp_path / "s.db")
     with open_store(tmp_path / "s.db", readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
     assert status == "finished" and [c["status"] for c in cands] == ["done"] * 5

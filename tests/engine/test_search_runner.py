@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import run_recorded, run_study, start_study
+from prunestudio.engine.runner import launch_study, run_recorded, start_study
 from prunestudio.engine.studies.config import parse_config
 from prunestudio.engine.symbolic import parse, simplify, to_text
 from prunestudio.store import open_store
@@ -41,7 +41,7 @@ def llama(tiny_model_dirs):
 
 
 def _run(tmp_path, data, llama, name="s.db"):
-    study_id, status = run_study(parse_config(data), tmp_path / name, lm=llama)
+    study_id, status = launch_study(parse_config(data), tmp_path / name, lm=llama)
     with open_store(tmp_path / name, readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
         events = [e["message"] for e in store.db.query(
@@ -205,7 +205,7 @@ def test_cancel_then_resume_finishes_without_duplicates(tmp_path, tiny_model_dir
         assert run_recorded(store, sid, config, lm=llama) == "cancelled"
         assert store.get_study(sid)["status"] == "cancelled"
         assert all(c["status"] == "pending" for c in store.candidates(sid))
-    _, status = run_study(None, db, resume="to-cancel", lm=llama)
+    _, status = launch_study(None, db, resume="to-cancel", lm=llama)
     with open_store(db, readonly=True) as store:
         cands = store.candidates(sid)
     assert status == "finished"
@@ -217,7 +217,7 @@ def test_search_split_overlapping_held_out_text_is_refused(tmp_path, tiny_model_
     data = search_data(tiny_model_dirs["llama"])
     data["search"]["split"] = {"source": "pydoc", "seqlen": 64, "n": 2, "offset": 20032}
     with pytest.raises(ValueError, match="search.split overlaps the evaluation set 'in_domain'"):
-        run_study(parse_config(data), tmp_path / "s.db", lm=llama)
+        launch_study(parse_config(data), tmp_path / "s.db", lm=llama)
     data["search"]["split"] = {"source": "pydoc", "seqlen": 32, "n": 2, "offset": 0}
     with pytest.raises(ValueError, match="search.split overlaps the calibration"):
-        run_study(parse_config(data), tmp_path / "t.db", lm=llama)
+        launch_study(parse_config(data), tmp_path / "t.db", lm=llama)

@@ -326,6 +326,6 @@ def test_check_reads_a_pruned_models_recorded_widths():
     (0.9999, ">99.9%"), (1 / 3, "33.3%"), (1.0, "100%"),
 ])
 def test_label_percentages(ratio, text):
-    from prunestudio.engine.structured.run import _pct
+    from prunestudio.engine.structured.apply import _pct
 
     assert _pct(ratio) == text

@@ -13,7 +13,7 @@ from prunestudio.engine.methods import (
     method_names,
 )
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import prepare, run_study
+from prunestudio.engine.runner import launch_study, prepare
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.studies.config import ConfigError, parse_config
 from prunestudio.engine.study.executor import InProcessExecutor, Job
@@ -76,7 +76,7 @@ def test_executor_takes_json_jobs_and_returns_json_results(tiny_model_dirs, llam
 def test_a_measurement_module_is_asked_for_by_name(tmp_path, tiny_model_dirs, llama):
     data = _data(tiny_model_dirs["llama"], methods='["wanda"]', patterns='["unstructured"]')
     data.setdefault("study", {})["measurements"] = ["block_sparsity"]
-    study_id, status = run_study(parse_config(data), tmp_path / "s.db", lm=llama)
+    study_id, status = launch_study(parse_config(data), tmp_path / "s.db", lm=llama)
     with open_store(tmp_path / "s.db", readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)
     assert status == "finished"

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from prunestudio.engine.evaluate.tasks import (
+from prunestudio.engine.evaluate.harness import (
     OFFLINE_TASK,
     TaskError,
     evaluate_tasks,
     resolve_tasks,
     task_metrics,
 )
+from prunestudio.engine.evaluate.offline_task.next_line import build_items
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.runner import prepare, pruned_model, run_study
+from prunestudio.engine.runner import launch_study, prepare, pruned_model
 from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.studies.config import ConfigError, load_config, parse_config
-from prunestudio.engine.tasks.next_line import build_items
 from prunestudio.store import open_store, queries
 from tiny_models import save_tiny_model, tiny_study_toml
 
@@ -122,7 +122,7 @@ def test_grid_study_scores_each_candidate_on_its_own_pruned_model(tmp_path):
     model_dir = save_tiny_model("llama", tmp_path / "llama", initializer_range=0.5)
     config = _tasks_config(model_dir,
                            {"names": ["offline"], "limit": N_ITEMS, "batch_size": 4})
-    study_id, status = run_study(config, tmp_path / "s.db")
+    study_id, status = launch_study(config, tmp_path / "s.db")
     assert status == "finished"
     with open_store(tmp_path / "s.db", readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)

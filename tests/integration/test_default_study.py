@@ -5,7 +5,7 @@ same protocol (figures from the issue). Slow: ~10 minutes on a 2-core CPU."""
 from __future__ import annotations
 
 import pytest
-from prunestudio.engine.runner import run_study
+from prunestudio.engine.runner import launch_study
 from prunestudio.engine.studies.config import load_config, parse_config
 from prunestudio.store import open_store
 
@@ -40,7 +40,7 @@ def _default_config(task_items: int | None):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     db = tmp_path_factory.mktemp("default-study") / "s.db"
-    study_id, status = run_study(_default_config(TASK_ITEMS), db)
+    study_id, status = launch_study(_default_config(TASK_ITEMS), db)
     assert status == "finished"
     with open_store(db, readonly=True) as store:
         cands = store.candidates(study_id, with_metrics=True)

@@ -1,4 +1,4 @@
-"""Task accuracy through lm-eval on the in-memory (pruned) model (`evaluate.tasks`): one
+"""Task accuracy through lm-eval on the in-memory (pruned) model (`evaluate.harness`): one
 record per task and metric (acc, acc_norm). Runs when the study has a [tasks] section."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prunestudio.engine.study.measurements.base import Measurement, Metric
 def task_accuracy(lm, tasks, reporter: Reporter | None = None) -> list[dict[str, Any]]:
     """lm-eval accuracy of the in-memory (pruned) model: one metric record per task and
     metric (acc, acc_norm) with its protocol."""
-    from prunestudio.engine.evaluate.tasks import evaluate_tasks, task_metrics
+    from prunestudio.engine.evaluate.harness import evaluate_tasks, task_metrics
 
     reporter = reporter or Reporter()
     with reporter.task(f"lm-eval {', '.join(tasks.names)}"

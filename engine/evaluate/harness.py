@@ -2,7 +2,7 @@
 
 Tasks:
   offline  - `shakespeare_next_line`, a local lm-eval task built from the shipped corpus
-             (prunestudio/engine/tasks/), for the default demo with no network;
+             (prunestudio/engine/evaluate/offline_task/), for the default demo with no network;
   zero-shot (the pruning papers' seven) - boolq, piqa, hellaswag, winogrande, arc_easy,
              arc_challenge, openbookqa; and `mmlu` (5-shot in the papers, 0-shot by default
              here: pass num_fewshot) - these download their datasets from the Hugging Face hub.
@@ -93,7 +93,7 @@ def task_manager(names: Sequence[str]):
     _lm_eval()
     import lm_eval.tasks as builtin
     from lm_eval.tasks import TaskManager
-    from prunestudio.engine.tasks import TASKS_DIR
+    from prunestudio.engine.evaluate.offline_task import TASKS_DIR
 
     root = Path(builtin.__file__).parent
     paths = [str(TASKS_DIR)]
@@ -256,7 +256,7 @@ def evaluate_tasks(model, tokenizer, tasks: str | Sequence[str], *, limit: int |
         fewshot = out.get("n-shot", {}).get(name, num_fewshot or 0)
         extra: dict[str, Any] = {}
         if name == OFFLINE_TASK:
-            from prunestudio.engine.tasks.next_line import build_items, items_hash
+            from prunestudio.engine.evaluate.offline_task.next_line import build_items, items_hash
 
             kw = dict(getattr(obj.config, "dataset_kwargs", None) or {})
             extra["items_hash"] = items_hash(build_items(**kw))
