@@ -69,3 +69,20 @@ def protected_paths(store_path: str | Path, study: dict[str, Any]) -> dict[str, 
     return {"store": Path(store_path), "source model": model_path,
             "Prune Studio cache": cache_root(), "current directory": Path.cwd()}
 
+
+
+def reprune(args: Any, cand: dict[str, Any], study: dict[str, Any], config: StudyConfig,
+            reporter: Reporter, action: str):
+    """A recorded candidate re-pruned on a fresh load of its study's model (inputs checked):
+    returns (StudyContext, CandidateSpec, pruned LoadedModel, PruneResult | None,
+    StructuredInfo | None). `args`: the command's (store, allow_changed_inputs,
+    lock_timeout)."""
+    from prunestudio.engine.runner import pruned_model
+    from prunestudio.engine.spec import CandidateSpec
+
+    ctx = candidate_context(args.store, cand, study, config, reporter, action,
+                            allow_changed_inputs=args.allow_changed_inputs,
+                            lock_timeout=args.lock_timeout)
+    spec = CandidateSpec.model_validate(cand["spec"])
+    lm, result, structured = pruned_model(ctx, spec, reporter)
+    return ctx, spec, lm, result, structured

@@ -22,3 +22,26 @@ def discover(package: str, base: type, key: str) -> dict[str, type]:
                     and obj.__module__ == module.__name__):
                 found[getattr(obj, key)] = obj
     return found
+
+
+class Registry:
+    """The members of one seam, discovered on first use: `names()`, `get(key)` (a clear error
+    naming the allowed keys)."""
+
+    def __init__(self, package: str, base: type, key: str, what: str) -> None:
+        self.package, self.base, self.key, self.what = package, base, key, what
+        self._found: dict[str, type] | None = None
+
+    def _members(self) -> dict[str, type]:
+        if self._found is None:
+            self._found = discover(self.package, self.base, self.key)
+        return self._found
+
+    def names(self) -> list[str]:
+        return sorted(self._members())
+
+    def get(self, key: str) -> type:
+        members = self._members()
+        if key not in members:
+            raise ValueError(f"unknown {self.what} {key!r}; allowed: {', '.join(self.names())}")
+        return members[key]

@@ -21,6 +21,16 @@ from time import monotonic, sleep  # not through `time`: tests may fake time.tim
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from prunestudio.schema import (
+    CANDIDATE_STATUSES,
+    EVENT_LEVELS,
+    STUDY_STATUSES,
+    STUDY_TERMINAL,
+    Artifact,
+    Candidate,
+    Study,
+)
+
 from .canonical import canonical_json, spec_hash
 from .errors import (
     SchemaTooNewError,
@@ -36,13 +46,6 @@ from .errors import (
 )
 from .liveness import pid_alive, this_host
 from .records import (
-    CANDIDATE_STATUSES,
-    EVENT_LEVELS,
-    STUDY_STATUSES,
-    STUDY_TERMINAL,
-    Artifact,
-    Candidate,
-    Study,
     candidate_record,
     check_choice,
     decode_candidate,

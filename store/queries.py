@@ -12,19 +12,16 @@ import sqlite3
 import time
 from typing import Any
 
+from prunestudio.schema import Candidate, Event, Study, Worker, metric_key
+
 from .db import Store, guarded
 from .liveness import this_host, worker_stale
 from .records import (
-    Candidate,
-    Event,
-    Study,
-    Worker,
     candidate_record,
     decode_candidate,
     decode_metric,
     decode_study,
     in_budget_sql,
-    metric_key,
     reference_sql,
     rows,
     study_record,

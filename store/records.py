@@ -9,54 +9,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prunestudio.schema import (
-    CANDIDATE_STATUSES,
-    EVENT_LEVELS,
     FIDELITIES,
     FITNESS_METRIC,
     METRIC_KEYS,
     REFERENCE_METHODS,
     REFERENCE_ORIGINS,
     SEARCH_KINDS,
-    STUDY_STATUSES,
-    STUDY_TERMINAL,
-    Artifact,
     Candidate,
-    Event,
     Study,
-    Worker,
-    metric_key,
-    task_metric_title,
 )
 
 from .canonical import canonical_json
 
 __all__ = [
-    "STUDY_STATUSES",
-    "STUDY_TERMINAL",
-    "CANDIDATE_STATUSES",
-    "EVENT_LEVELS",
-    "FIDELITIES",
-    "METRIC_KEYS",
     "rows",
     "decode_study",
     "decode_candidate",
     "decode_metric",
     "normalise_metric",
-    "metric_key",
     "check_choice",
     "metrics_for",
-    "SEARCH_KINDS",
-    "FITNESS_METRIC",
     "in_budget_sql",
     "reference_sql",
-    "task_metric_title",
     "study_record",
     "candidate_record",
-    "Artifact",
-    "Candidate",
-    "Event",
-    "Study",
-    "Worker",
 ]
 
 # -- what a study's budget counts -----------------------------------------------------------

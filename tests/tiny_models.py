@@ -93,3 +93,10 @@ sparsities = [0.5]
 patterns = {patterns}
 {extra}
 """
+
+
+def slow_study_toml(model_dir: Path) -> str:
+    """A study whose candidates take long enough (64 × 128-token evaluation windows on three
+    methods × two patterns) that a signal sent while one is running lands inside it."""
+    return tiny_study_toml(model_dir, methods='["magnitude", "wanda", "sparsegpt"]').replace(
+        "seqlen = 64, n = 4, offset = 20000", "seqlen = 128, n = 64, offset = 20000")

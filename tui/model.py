@@ -19,6 +19,7 @@ from prunestudio.schema import (
     choose_primary,
     column_titles,
 )
+from prunestudio.schema.records import StudyState
 
 __all__ = [
     "BestMetric",
@@ -44,8 +45,9 @@ class BestMetric:
 
 
 @dataclass(slots=True)
-class StudySummary:
-    """A study row with its candidate counts (from ``list_studies`` / ``studies_since``)."""
+class StudySummary(StudyState):
+    """A study row with its candidate counts (from ``list_studies`` / ``studies_since``);
+    shown_status, live, active and elapsed follow the schema's rules (``StudyState``)."""
 
     id: int
     name: str
@@ -119,25 +121,6 @@ class StudySummary:
         """The budget, else the number of candidates recorded so far."""
         return self.budget if self.budget else (self.n_total or None)
 
-    @property
-    def shown_status(self) -> str:
-        """The status to show: 'stale' for a 'running' study whose runner is gone."""
-        return "stale" if self.stale and self.status == "running" else self.status
-
-    @property
-    def live(self) -> bool:
-        """Running, with a live runner (elapsed time moves, an ETA makes sense)."""
-        return self.status == "running" and not self.stale
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("created", "running")
-
-    def elapsed(self, now: float) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.finished_at if self.finished_at is not None else now
-        return max(0.0, end - self.started_at)
 
 
 @dataclass(slots=True)

@@ -18,9 +18,8 @@ from typing import Any
 from prunestudio.engine.search.fitness import reused_metric
 from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.study.proposers.base import Reuse
-from prunestudio.store import METRIC_KEYS
 
-from prunestudio.schema import SEARCH_ROLE
+from prunestudio.schema import METRIC_KEYS, SEARCH_ROLE
 
 
 def metric_fields(m: dict[str, Any]) -> dict[str, Any]:

@@ -28,15 +28,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from prunestudio.engine.candidate_jobs import (
-        candidate_context,
-        recorded_candidate,
-        recorded_config,
-    )
+    from prunestudio.engine.candidate_jobs import recorded_candidate, recorded_config, reprune
     from prunestudio.engine.evaluate.harness import evaluate_tasks, resolve_tasks, task_metrics
     from prunestudio.engine.progress import RichReporter
-    from prunestudio.engine.runner import pruned_model
-    from prunestudio.engine.spec import CandidateSpec
     from prunestudio.store import open_store
 
     resolve_tasks(args.tasks)  # unknown task names fail before the model loads
@@ -44,11 +38,7 @@ def handle(args: argparse.Namespace) -> int:
                                      lock_timeout=args.lock_timeout)
     reporter = RichReporter()
     config = options.ModelChoice.from_args(args).apply(recorded_config(study))
-    ctx = candidate_context(args.store, cand, study, config, reporter, "evaluate",
-                            allow_changed_inputs=args.allow_changed_inputs,
-                            lock_timeout=args.lock_timeout)
-    spec = CandidateSpec.model_validate(cand["spec"])
-    lm, _, _ = pruned_model(ctx, spec, reporter)
+    _, spec, lm, _, _ = reprune(args, cand, study, config, reporter, "evaluate")
     reporter.message(f"lm-eval: {args.tasks} on candidate {cand['id']} ({spec.label})")
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     results = evaluate_tasks(lm.model, lm.tokenizer, args.tasks, limit=limit,

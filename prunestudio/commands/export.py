@@ -31,17 +31,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from prunestudio.engine.candidate_jobs import (
-        candidate_context,
         protected_paths,
         recorded_candidate,
         recorded_config,
+        reprune,
     )
     from prunestudio.engine.evaluate.perplexity import perplexity
     from prunestudio.engine.export import check_export_target, write_export
     from prunestudio.engine.models.loading import load_model
     from prunestudio.engine.progress import RichReporter
-    from prunestudio.engine.runner import pruned_model
-    from prunestudio.engine.spec import CandidateSpec
     from prunestudio.engine.structured.export import export_pruned
     from prunestudio.engine.studies.config import ConfigError
     from prunestudio.store import open_store
@@ -64,11 +62,7 @@ def handle(args: argparse.Namespace) -> int:
                 "measured one")
     reporter = RichReporter()
     config = options.ModelChoice.from_args(args).apply(recorded_config(study))
-    ctx = candidate_context(args.store, cand, study, config, reporter, "export",
-                            allow_changed_inputs=args.allow_changed_inputs,
-                            lock_timeout=args.lock_timeout)
-    spec = CandidateSpec.model_validate(cand["spec"])
-    lm, result, structured = pruned_model(ctx, spec, reporter)
+    ctx, spec, lm, result, structured = reprune(args, cand, study, config, reporter, "export")
     card = {"candidate": cand["id"], "study": study["name"], "spec": cand["spec"],
             "model": study["model"], "model_fingerprint": ctx.lm.fingerprint,
             "metrics": cand["metrics"]}

@@ -25,12 +25,44 @@ from .constants import (
 from .labels import realised_label, spec_label
 from .metrics import Metric, MetricIdentity, choose_primary
 
-__all__ = ["Artifact", "Candidate", "Event", "Study", "StudyCounts", "Worker"]
+__all__ = ["Artifact", "Candidate", "Event", "Study", "StudyCounts", "StudyState", "Worker"]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
+
+
+class StudyState:
+    """How a study's status and times read — one rule for the `Study` record and for any
+    view of it (the TUI's rows): needs `status`, `stale`, `started_at`, `finished_at`."""
+
+    __slots__ = ()
+    status: str
+    stale: bool
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def shown_status(self) -> str:
+        """'stale' for a 'running' study whose runner is gone, else the stored status."""
+        return "stale" if self.stale and self.status == "running" else self.status
+
+    @property
+    def live(self) -> bool:
+        """Running with a live runner: elapsed time moves, an ETA makes sense."""
+        return self.status == "running" and not self.stale
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("created", "running")
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds from start to finish (or to `now` while unfinished); None before."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else now
+        return max(0.0, end - self.started_at)
 
 @dataclass(frozen=True, slots=True)
 class StudyCounts:
@@ -57,7 +89,7 @@ class StudyCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class Study:
+class Study(StudyState):
     id: int
     name: str
     kind: str
@@ -121,24 +153,6 @@ class Study:
         ``name`` of its primary role, full fidelity first (see ``choose_primary``)."""
         return choose_primary(identities, self.primary_role, name)
 
-    @property
-    def shown_status(self) -> str:
-        """'stale' for a 'running' study whose runner is gone, else the stored status."""
-        return "stale" if self.stale and self.status == "running" else self.status
-
-    @property
-    def live(self) -> bool:
-        return self.status == "running" and not self.stale
-
-    @property
-    def active(self) -> bool:
-        return self.status in ("created", "running")
-
-    def elapsed(self, now: float) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.finished_at if self.finished_at is not None else now
-        return max(0.0, end - self.started_at)
 
     def as_dict(self) -> dict[str, Any]:
         """The stored fields (as ``Store.get_study`` returns them)."""

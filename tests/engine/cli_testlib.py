@@ -47,3 +47,38 @@ def changed_files(before: dict[str, str], *roots: Path) -> list[str]:
     beside a store a reader opened, are allowed: nothing that existed was touched)."""
     after = tree_digest(*roots)
     return [p for p, digest in before.items() if after.get(p) != digest]
+
+
+def start_until(args: list[str], db: Path, ready, *, what: str, timeout: float = 240
+                ) -> subprocess.Popen:
+    """Start `prunestudio ARGS` (stdout / stderr piped, text) and return it once
+    `ready(rows)` holds for the store's candidate rows (dicts with status and generation).
+    Fails the test, killing the process, if it ends first or `timeout` passes."""
+    import time
+
+    import pytest
+    from prunestudio.store import StoreError, open_store
+
+    proc = subprocess.Popen([*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.05)
+        if proc.poll() is not None:
+            pytest.fail(f"the command ended before {what}: {proc.communicate()}")
+        if not db.exists():
+            continue
+        try:
+            with open_store(db, readonly=True) as store:
+                rows = list(store.db.query("SELECT status, generation FROM candidates"))
+        except StoreError:  # the runner is still creating the store
+            continue
+        if ready(rows):
+            return proc
+    proc.kill()
+    proc.communicate()
+    pytest.fail(f"never reached {what}")
+
+
+def statuses(rows: list[dict]) -> list[str]:
+    return [r["status"] for r in rows]

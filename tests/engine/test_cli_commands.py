@@ -4,35 +4,17 @@ results as JSON, clear errors for bad input, resume after SIGKILL, export round 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from prunestudio.store import StoreError, open_store
-from tiny_models import tiny_study_toml
-
-EXE = [sys.executable, "-m", "prunestudio.cli"]
-
-
-def _cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def _error(*args: str) -> str:
-    proc = _cli(*args, check=False)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stderr
+from cli_testlib import cli as _cli
+from cli_testlib import cli_error as _error
+from cli_testlib import start_until, statuses
+from prunestudio.store import open_store
+from tiny_models import slow_study_toml, tiny_study_toml
 
 
 @pytest.mark.parametrize("command", ["run", "prune", "studies", "show", "export", "bench",
@@ -146,39 +128,18 @@ def test_unsupported_architecture_is_named(tmp_path):
 
 def _slow_study(tmp_path: Path, model_dir: Path) -> Path:
     cfg = tmp_path / "slow.toml"
-    cfg.write_text(tiny_study_toml(model_dir, methods='["magnitude", "wanda", "sparsegpt"]')
-                   .replace("seqlen = 64, n = 4, offset = 20000",
-                            # long enough that a signal lands inside a candidate, not between
-                            "seqlen = 128, n = 64, offset = 20000"))
+    cfg.write_text(slow_study_toml(model_dir))
     return cfg
 
 
 def test_sigkill_mid_candidate_then_resume_loses_and_duplicates_nothing(tmp_path, tiny_model_dirs):
     db = tmp_path / "s.db"
     cfg = _slow_study(tmp_path, tiny_model_dirs["llama"])
-    proc = subprocess.Popen([*EXE, "run", str(cfg), "--store", str(db), "--name", "victim",
-                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            time.sleep(0.05)
-            if not db.exists():
-                continue
-            try:
-                with open_store(db, readonly=True) as store:
-                    statuses = [r["status"] for r in store.db.query(
-                        "SELECT status FROM candidates")]
-            except StoreError:  # the runner is still creating the store
-                continue
-            if statuses.count("done") >= 2 and "running" in statuses:
-                break
-        else:
-            pytest.fail("the study never reached its third candidate")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_until(["run", str(cfg), "--store", str(db), "--name", "victim", "--quiet"],
+                       db, lambda rows: statuses(rows).count("done") >= 2
+                       and "running" in statuses(rows), what="its third candidate")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
     with open_store(db, readonly=True) as store:
         before = {c["spec_hash"]: c for c in store.candidates(1, with_metrics=True)}
     running = [c for c in before.values() if c["status"] == "running"]

@@ -11,13 +11,12 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from cli_testlib import EXE, changed_files, cli, cli_error, tree_digest
+from cli_testlib import changed_files, cli, cli_error, start_until, statuses, tree_digest
 from prunestudio.store import open_store
-from tiny_models import save_tiny_model, tiny_study_toml
+from tiny_models import save_tiny_model, slow_study_toml
 
 CALIB = "source=pydoc,n=4,seqlen=32"
 EVAL = "role=in_domain,source=pydoc,n=2,seqlen=64,offset=20000"
@@ -231,33 +230,16 @@ def test_events_name_candidates_by_id(study):
 
 # -- 7. interrupts -----------------------------------------------------------------------------
 
-def _slow_config(tmp_path: Path, model: Path) -> Path:
+def _slow_config(tmp_path: Path, model_dir: Path) -> Path:
     cfg = tmp_path / "slow.toml"
-    cfg.write_text(tiny_study_toml(model, methods='["magnitude", "wanda", "sparsegpt"]')
-                   .replace("seqlen = 64, n = 4, offset = 20000",
-                            # long enough that a signal lands inside a candidate, not between
-                            "seqlen = 128, n = 64, offset = 20000"))
+    cfg.write_text(slow_study_toml(model_dir))
     return cfg
 
 
 def _start_and_wait_for_running(cfg: Path, db: Path, name: str) -> subprocess.Popen:
-    proc = subprocess.Popen([*EXE, "run", str(cfg), "--store", str(db), "--name", name,
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(0.05)
-        if proc.poll() is not None:
-            pytest.fail(f"the study ended early: {proc.communicate()}")
-        try:
-            with open_store(db, readonly=True) as store:
-                statuses = [r["status"] for r in store.db.query("SELECT status FROM candidates")]
-        except Exception:  # the store is still being created
-            continue
-        if statuses.count("done") >= 1 and "running" in statuses:
-            return proc
-    proc.kill()
-    pytest.fail("the study never reached a running candidate")
+    return start_until(["run", str(cfg), "--store", str(db), "--name", name, "--quiet"], db,
+                       lambda rows: statuses(rows).count("done") >= 1
+                       and "running" in statuses(rows), what="a running candidate")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -5,32 +5,14 @@ re-evaluating anything recorded (and with the same proposals as an uninterrupted
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from prunestudio.store import StoreError, open_store
-
-EXE = [sys.executable, "-m", "prunestudio.cli"]
-
-
-def _cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
-
-def _error(*args: str) -> str:
-    proc = _cli(*args, check=False)
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stderr
+from cli_testlib import cli as _cli
+from cli_testlib import cli_error as _error
+from cli_testlib import start_until, statuses
+from prunestudio.store import open_store
 
 
 def gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "gp",
@@ -75,29 +57,12 @@ def test_sigkill_mid_search_then_resume_reevaluates_nothing(tmp_path, tiny_model
     cfg = tmp_path / "gp.toml"
     cfg.write_text(gp_toml(tiny_model_dirs["llama"], split_n=40, budget=10, name="victim"))
     db = tmp_path / "s.db"
-    proc = subprocess.Popen([*EXE, "run", str(cfg), "--store", str(db), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            time.sleep(0.05)
-            if not db.exists():
-                continue
-            try:
-                with open_store(db, readonly=True) as store:
-                    rows = list(store.db.query("SELECT status, generation FROM candidates"))
-            except StoreError:
-                continue
-            done = sum(r["status"] in ("done", "skipped") for r in rows)
-            if done >= 4 and any(r["status"] == "running" for r in rows):
-                break
-        else:
-            pytest.fail("the search never reached its fifth candidate")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_until(
+        ["run", str(cfg), "--store", str(db), "--quiet"], db,
+        lambda rows: sum(s in ("done", "skipped") for s in statuses(rows)) >= 4
+        and "running" in statuses(rows), what="its fifth candidate")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
     with open_store(db, readonly=True) as store:
         before = store.candidates(1, with_metrics=True)
     assert sum(c["status"] == "running" for c in before) == 1, "killed inside a candidate"

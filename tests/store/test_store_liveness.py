@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from prunestudio.store import (
     STALE_AFTER,
-    STUDY_STATUSES,
-    STUDY_TERMINAL,
     Heartbeat,
     Store,
     StoreLockedError,
@@ -22,6 +20,8 @@ from prunestudio.store import (
     queries,
 )
 from prunestudio.store.liveness import pid_alive, this_host
+
+from prunestudio.schema import STUDY_STATUSES, STUDY_TERMINAL
 
 
 def _wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prunestudio.engine.registry import discover
+from prunestudio.engine.registry import Registry
 from prunestudio.engine.study.measurements.base import (
     MeasureContext,
     Measurement,
@@ -17,26 +17,16 @@ from prunestudio.engine.study.measurements.base import (
 )
 from pydantic import ValidationError
 
-_REGISTRY: dict[str, type[Measurement]] = {}
-
-
-def _discover() -> None:
-    if not _REGISTRY:
-        _REGISTRY.update(discover(__name__, Measurement, "name"))
+_REGISTRY = Registry(__name__, Measurement, "name", "measurement")
 
 
 def measurement_names() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def make_measurement(name: str, settings: dict[str, Any] | None = None) -> Measurement:
     """The measurement `name` with its settings validated (unknown keys are errors)."""
-    _discover()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown measurement {name!r}; allowed: "
-                         f"{', '.join(measurement_names())}")
-    cls = _REGISTRY[name]
+    cls = _REGISTRY.get(name)
     try:
         return cls(cls.settings_model(**(settings or {})))
     except ValidationError as exc:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from prunestudio.engine.study.context import StudyContext
     from prunestudio.engine.study.executor import Pruned
 
-Metric = dict[str, Any]  # a store metric record (keys: prunestudio.store.METRIC_KEYS)
+Metric = dict[str, Any]  # a store metric record (keys: prunestudio.schema.METRIC_KEYS)
 
 
 class NoSettings(BaseModel):

@@ -6,35 +6,18 @@ Adding a search is adding a module here that defines a `Proposer` subclass with 
 
 from __future__ import annotations
 
-from prunestudio.engine.registry import discover
-from prunestudio.engine.study.proposers.base import (
-    Item,
-    Note,
-    Proposal,
-    Proposer,
-    Reuse,
-    Round,
-    Skip,
-)
+from prunestudio.engine.registry import Registry
+from prunestudio.engine.study.proposers.base import Proposer
 
-_REGISTRY: dict[str, type[Proposer]] = {}
-
-
-def _discover() -> None:
-    if not _REGISTRY:
-        _REGISTRY.update(discover(__name__, Proposer, "kind"))
+_REGISTRY = Registry(__name__, Proposer, "kind", "study kind")
 
 
 def proposer_kinds() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def proposer_class(kind: str) -> type[Proposer]:
-    _discover()
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown study kind {kind!r}; allowed: {', '.join(proposer_kinds())}")
-    return _REGISTRY[kind]
+    return _REGISTRY.get(kind)
 
 
 def make_proposer(config) -> Proposer:
@@ -42,5 +25,4 @@ def make_proposer(config) -> Proposer:
     return proposer_class(config.study.kind).from_config(config)
 
 
-__all__ = ["Item", "Note", "Proposal", "Proposer", "Reuse", "Round", "Skip", "make_proposer",
-           "proposer_class", "proposer_kinds"]
+__all__ = ["make_proposer", "proposer_class", "proposer_kinds"]
