@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from prunestudio.schema import default_store_path
 
         args.store = str(default_store_path())
+    if getattr(args, "quiet", False):  # before a handler imports the libraries it silences
+        from prunestudio.engine.quiet import quiet_environment
+
+        quiet_environment()
     from prunestudio.store import StoreError
 
     try:

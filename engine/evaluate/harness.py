@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,25 @@ def _quiet_hflm(hflm_class):
     return QuietHFLM
 
 
+@contextmanager
+def _no_git_lookup():
+    """lm-eval records the git hash of the *current directory* by running `git describe`,
+    which prints `fatal: not a git repository` on stderr outside one (through `--quiet`) and
+    says nothing about the model or the task: skipped (the protocol records lm-eval's version).
+    """
+    import lm_eval.evaluator as evaluator
+
+    saved = getattr(evaluator, "get_git_commit_hash", None)
+    if saved is None:  # another lm-eval layout: leave it alone
+        yield
+        return
+    evaluator.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = saved
+
+
 def evaluate_tasks(model, tokenizer, tasks: str | Sequence[str], *, limit: int | float | None = None,
                    num_fewshot: int | None = None, batch_size: int = 8,
                    max_length: int | None = None, seed: int = 0,
@@ -231,12 +251,13 @@ def evaluate_tasks(model, tokenizer, tasks: str | Sequence[str], *, limit: int |
         objects = [_load_task(tm, n) for n in names]
         model.eval()
         lm = HFLM(**kwargs)
-        out = lm_eval.simple_evaluate(
-            model=lm, tasks=objects, task_manager=tm, limit=limit, num_fewshot=num_fewshot,
-            log_samples=False, bootstrap_iters=1000,
-            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with _no_git_lookup():
+            out = lm_eval.simple_evaluate(
+                model=lm, tasks=objects, task_manager=tm, limit=limit,
+                num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=1000,
+                random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
     finally:
         quiet.setLevel(level)
         model.train(was_training)

@@ -29,6 +29,7 @@ from prunestudio.engine.models.adapters import (
 )
 from prunestudio.engine.models.integrity import check_gguf_file, check_safetensors_file
 from prunestudio.engine.paths import cache_dir
+from prunestudio.engine.quiet import QUIET_ENV as _QUIET_ENV
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -543,10 +544,7 @@ def check_context(lm, windows_or_seqlen, what: str) -> None:
 
 # ------------------------------------------------------------ quiet third-party output
 
-_QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
-              "HF_HUB_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-              "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-              "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+
 # Python warnings the libraries raise on every load / evaluation, attributed to their modules
 _QUIET_MODULES = r"(transformers|huggingface_hub|datasets|gguf|accelerate|tokenizers|peft|" \
                  r"bitsandbytes|lm_eval|torch|pydantic)(\..*)?$"

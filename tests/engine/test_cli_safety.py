@@ -209,9 +209,12 @@ def test_verify_without_a_recorded_perplexity_is_refused(study, tmp_path):
 # -- 5. a limit at least the task's size is a full measurement ---------------------------------
 
 def test_task_limit_beyond_the_task_records_fidelity_full(tmp_path, tiny_model_dirs):
-    out = json.loads(_prune(tiny_model_dirs["gpt2"], tmp_path / "s.db", "--methods",
-                            "magnitude", "--no-dense", "--tasks", "offline", "--task-limit",
-                            "100000").stdout)
+    proc = cli("prune", "--model", str(tiny_model_dirs["gpt2"]), "--calib", CALIB, "--eval",
+               EVAL, "--store", str(tmp_path / "s.db"), "--json", "--quiet", "--methods",
+               "magnitude", "--no-dense", "--tasks", "offline", "--task-limit", "100000",
+               cwd=tmp_path)  # not a git checkout: lm-eval's `git describe` stays silent too
+    assert proc.stderr == ""  # --quiet: no progress bars, warnings or library chatter
+    out = json.loads(proc.stdout)
     acc = next(m for m in out["candidates"][0]["metrics"] if m["name"] == "acc")
     assert (acc["n_samples"], acc["fidelity"]) == (500, "full")
     assert acc["protocol"]["n_available"] == 500 and acc["protocol"]["limit"] == 100000

@@ -9,28 +9,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prunestudio.engine.symbolic import (
-    BINARY,
     EPS,
-    LEAVES,
-    UNARY,
-    Node,
     evaluate,
     known_metric,
     parse,
 )
+from symbolic_testlib import trees
 
 OUT, IN = 3, 4
 
 
-def trees(max_leaves: int = 10) -> st.SearchStrategy[Node]:
-    def extend(kids):
-        unary = st.tuples(st.sampled_from(list(UNARY)), kids).map(lambda t: Node(t[0], (t[1],)))
-        binary = st.tuples(st.sampled_from(list(BINARY)), kids, kids).map(
-            lambda t: Node(t[0], (t[1], t[2]))
-        )
-        return st.one_of(unary, binary)
-
-    return st.recursive(st.sampled_from(LEAVES).map(Node), extend, max_leaves=max_leaves)
 
 
 # zeros, subnormals, tiny, ordinary, huge, near fp32 max

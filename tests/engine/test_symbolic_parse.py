@@ -8,10 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prunestudio.engine.symbolic import (
-    BINARY,
     KNOWN_METRICS,
-    LEAVES,
-    UNARY,
     ExpressionError,
     Node,
     depth,
@@ -23,17 +20,11 @@ from prunestudio.engine.symbolic import (
     to_json,
     to_text,
 )
+from symbolic_testlib import trees as any_trees
 
 
 def trees(max_leaves: int = 16) -> st.SearchStrategy[Node]:
-    def extend(kids):
-        unary = st.tuples(st.sampled_from(list(UNARY)), kids).map(lambda t: Node(t[0], (t[1],)))
-        binary = st.tuples(st.sampled_from(list(BINARY)), kids, kids).map(
-            lambda t: Node(t[0], (t[1], t[2]))
-        )
-        return st.one_of(unary, binary)
-
-    return st.recursive(st.sampled_from(LEAVES).map(Node), extend, max_leaves=max_leaves)
+    return any_trees(max_leaves)
 
 
 @settings(max_examples=300, deadline=None)

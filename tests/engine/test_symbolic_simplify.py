@@ -9,9 +9,6 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from prunestudio.engine.symbolic import (
-    BINARY,
-    LEAVES,
-    UNARY,
     Node,
     canonical_key,
     evaluate,
@@ -22,6 +19,7 @@ from prunestudio.engine.symbolic import (
     to_text,
     walk,
 )
+from symbolic_testlib import trees as any_trees
 
 OUT, IN = 3, 5
 
@@ -48,15 +46,9 @@ def _fill(pattern: str, a: Node, b: Node) -> Node:
 
 
 def trees(max_leaves: int = 10) -> st.SearchStrategy[Node]:
-    def extend(kids):
-        unary = st.tuples(st.sampled_from(list(UNARY)), kids).map(lambda t: Node(t[0], (t[1],)))
-        binary = st.tuples(st.sampled_from(list(BINARY)), kids, kids).map(
-            lambda t: Node(t[0], (t[1], t[2]))
-        )
-        pattern = st.tuples(st.sampled_from(_PATTERNS), kids, kids).map(lambda t: _fill(*t))
-        return st.one_of(unary, binary, pattern)
-
-    return st.recursive(st.sampled_from(LEAVES).map(Node), extend, max_leaves=max_leaves)
+    """Random trees, plus subtrees shaped like the simplification patterns."""
+    return any_trees(max_leaves, lambda kids: st.tuples(st.sampled_from(_PATTERNS), kids, kids)
+                     .map(lambda t: _fill(*t)))
 
 
 moderate = st.one_of(st.just(0.0), st.floats(min_value=0.0078125, max_value=128.0, width=32))
