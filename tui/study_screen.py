@@ -156,7 +156,7 @@ class StudyScreen(Screen[None]):
         best = self.view.best()
         head = None
         if best is not None and self.view.primary is not None:
-            head = (self.view.primary.title, best[1], best[0].idx)
+            head = (self.view.primary.title, best[1], best[0].id)
         self.query_one("#study-info", Static).update(study_line(self.study, self.app.clock(),
                                                                 head))
         table = self.query_one(CandidateTableWidget)

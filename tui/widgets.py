@@ -127,10 +127,10 @@ def study_line(s: StudySummary, now: float, best: tuple[str, float, int] | None)
             head.append(f" · {n} {label}", style=style)
     line = Text(no_wrap=True, overflow="ellipsis")
     if best is not None:
-        title, value, idx = best
+        title, value, candidate_id = best
         line.append(f"best {title} ", style="bold")
         line.append(metric_value(value), style="bold green")
-        line.append(f" (#{idx}) · ")
+        line.append(f" (id {candidate_id}) · ")
     line.append(f"elapsed {duration(elapsed)}")
     if s.live:
         line.append(f" · ETA {duration(left)}")
