@@ -88,10 +88,6 @@ class Heartbeat:
             self._candidate = candidate_id
         self._wake.set()
 
-    def beat_now(self) -> None:
-        """Ask for a beat now (from the thread, without waiting for it)."""
-        self._wake.set()
-
     def stop(self) -> None:
         """Stop the thread, remove the worker row (``remove_on_exit``), close."""
         if self._thread is None:

@@ -169,11 +169,6 @@ class SearchHistory:
                     return ref
         return None
 
-    def equivalent_by_hash(self, mask_hash: str) -> Individual | None:
-        """An evaluated candidate whose pruned weights have this zero-pattern hash."""
-        return next((i for i in self.individuals if i.evaluated and i.mask_hash == mask_hash),
-                    None)
-
     # -- counts --------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

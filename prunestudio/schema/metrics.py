@@ -79,11 +79,6 @@ class MetricIdentity:
         return not any(name == h or name.startswith(h + "_") for h in HIGHER_IS_BETTER)
 
     @property
-    def is_fitness(self) -> bool:
-        """The fitness of a search candidate (ppl on the search split)."""
-        return self.name == "ppl" and self.role == SEARCH_ROLE
-
-    @property
     def title(self) -> str:
         """Short column header: ``ppl in``, ``ppl ood``, ``ppl search·p`` (p: proxy),
         ``acc next-line·p`` (a task accuracy: named by its task)."""

@@ -13,6 +13,7 @@ from prunestudio.engine.studies.config import (
     load_config,
     parse_config,
 )
+from prunestudio.engine.study.equivalence import known_masks
 from prunestudio.engine.study.proposers import proposer_class
 from prunestudio.engine.study.proposers.gp import GPSearch
 from prunestudio.engine.study.proposers.random import RandomSearch
@@ -213,7 +214,10 @@ def test_population_is_elitist_distinct_by_mask_and_skips_failures():
     assert [i.id for i in h.population()] == [104, 101, 100, 105]
     assert [i.id for i in h.population(size=2)] == [104, 101]
     assert h.equivalent_by_rank_key(rank_key(parse("sqr(mul(W,sqrt(X)))"))).id == 101
-    assert h.equivalent_by_hash("c").id == 104 and h.equivalent_by_hash("zz") is None
+    # the executor's after-pruning hook: each zero-pattern hash of an evaluated candidate,
+    # first one first; the reused and the failed candidates never count; "off" knows none
+    assert known_masks(h, "rank_key+mask") == {"a": 100, "b": 101, "c": 104, "d": 105}
+    assert known_masks(h, "off") == {}
     counts = h.counts()
     assert (counts["evaluated"], counts["reused"], counts["failed"]) == (4, 1, 1)
     assert saved_fraction(counts) == pytest.approx(1 / 5)
