@@ -23,9 +23,10 @@ from prunestudio.engine.methods import get_method
 from prunestudio.engine.models.loading import LoadedModel, load_model
 from prunestudio.engine.pruning import WeightSnapshot, prune_model
 from prunestudio.engine.runner import cut_windows
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import StudyConfig
 from prunestudio.store import Store
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import StudyConfig
 
 PHASES = ("load", "statistics", "prune", "evaluate", "record", "restore")
 

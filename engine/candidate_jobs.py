@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from prunestudio.engine.progress import Reporter
-from prunestudio.engine.studies.config import ConfigError, StudyConfig, parse_config
 from prunestudio.store import open_store
+
+from prunestudio.schema.study_file import ConfigError, StudyConfig, parse_config
 
 
 def recorded_candidate(store_path: str | Path, candidate_id: int, action: str, *,
@@ -78,7 +79,8 @@ def reprune(args: Any, cand: dict[str, Any], study: dict[str, Any], config: Stud
     StructuredInfo | None). `args`: the command's (store, allow_changed_inputs,
     lock_timeout)."""
     from prunestudio.engine.runner import pruned_model
-    from prunestudio.engine.spec import CandidateSpec
+
+    from prunestudio.schema.spec import CandidateSpec
 
     ctx = candidate_context(args.store, cand, study, config, reporter, action,
                             allow_changed_inputs=args.allow_changed_inputs,

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prunestudio.engine.models.loading import LoadedModel
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 class PreflightError(ValueError):

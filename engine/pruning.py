@@ -17,7 +17,8 @@ from prunestudio.engine.methods import get_method
 from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel
-from prunestudio.engine.spec import CandidateSpec, OWLConfig
+
+from prunestudio.schema.spec import CandidateSpec, OWLConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from typing import Any
 
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.progress import Reporter
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import StudyConfig, parse_config
 from prunestudio.engine.study.context import (
     EvalWindows,
     StudyContext,
@@ -33,6 +31,9 @@ from prunestudio.engine.study.measurements.tasks import task_accuracy
 from prunestudio.engine.study.proposers import make_proposer
 from prunestudio.engine.study.proposers.grid import GRID_MEASUREMENTS
 from prunestudio.store import Heartbeat, Store, open_store
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import StudyConfig, parse_config
 
 log = logging.getLogger(__name__)
 

@@ -86,8 +86,9 @@ def wanda_config(args: argparse.Namespace) -> dict[str, Any]:
 def run(config_data: dict[str, Any], store_path: str, lm, quiet: bool) -> None:
     from prunestudio.engine.progress import Reporter, RichReporter
     from prunestudio.engine.runner import launch_study
-    from prunestudio.engine.studies.config import parse_config
     from prunestudio.store import StoreError, open_store
+
+    from prunestudio.schema.study_file import parse_config
 
     name = config_data["study"]["name"]
     reporter = Reporter() if quiet else RichReporter()

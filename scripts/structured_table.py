@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _spec(args, criterion: str):
-    from prunestudio.engine.spec import CandidateSpec
+    from prunestudio.schema.spec import CandidateSpec
 
     return CandidateSpec(method="structured", sparsity=args.ratio, options={
         "importance": criterion, "aggregation": args.aggregation,

@@ -12,9 +12,10 @@ or as plain dicts (the engine's writer side and the ``--json`` payloads)::
 Every SQLite error comes out as a :class:`StoreError` subclass: no reader imports sqlite3.
 """
 
+from prunestudio.schema.canonical import canonical_json, spec_hash
+
 from . import queries
 from .backup import BackupInfo, backup_store
-from .canonical import canonical_json, spec_hash
 from .db import Store, open_store
 from .errors import (
     SchemaTooNewError,

@@ -30,8 +30,8 @@ from prunestudio.schema import (
     Candidate,
     Study,
 )
+from prunestudio.schema.canonical import canonical_json, spec_hash
 
-from .canonical import canonical_json, spec_hash
 from .errors import (
     SchemaTooNewError,
     StoreError,

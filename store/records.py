@@ -18,8 +18,7 @@ from prunestudio.schema import (
     Candidate,
     Study,
 )
-
-from .canonical import canonical_json
+from prunestudio.schema.canonical import canonical_json
 
 __all__ = [
     "rows",

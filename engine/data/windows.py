@@ -12,71 +12,15 @@ import random
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import torch
-from prunestudio.engine.data.sources import get_source, load_text
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from prunestudio.engine.data.sources import load_text
+
+from prunestudio.schema.windows import WindowSpec
 
 
 class WindowError(ValueError):
     """Windows that cannot be cut from the text as asked."""
-
-
-class WindowSpec(BaseModel):
-    """Which token windows of a text to use.
-
-    selection:
-      contiguous - back-to-back windows starting at token `offset` (the perplexity protocol);
-      random     - `n` windows at seeded random positions in tokens [offset, end);
-      documents  - Wanda/SparseGPT C4 style: random documents with at least `seqlen` tokens,
-                   one random window inside each.
-    `n = None` (contiguous only) takes every full window to the end (tail dropped).
-    `split = None` takes the source's evaluation split (its held-out text); a study config
-    fills in the calibration split for [calibration] (see `with_default_split`).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: str
-    split: str | None = None
-    seqlen: int = Field(128, ge=2)
-    n: int | None = Field(None, ge=1)
-    offset: int = Field(0, ge=0)
-    end: int | None = Field(None, ge=1)
-    selection: Literal["contiguous", "random", "documents"] = "contiguous"
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _check(self) -> WindowSpec:
-        source = get_source(self.source)  # unknown source -> clear error at config time
-        if self.split is None:
-            object.__setattr__(self, "split", source.default_split("evaluation"))
-        source.check_split(self.split)  # unknown split -> the source's splits, at config time
-        if self.selection != "contiguous" and self.n is None:
-            raise ValueError(f"selection {self.selection!r} needs n (number of windows)")
-        if self.end is not None and self.end <= self.offset:
-            raise ValueError(f"end ({self.end}) must be greater than offset ({self.offset})")
-        return self
-
-    def label(self) -> str:
-        return f"{self.source}:{self.split}"
-
-
-def with_default_split(data, role: str):
-    """A window set as given in a config (a dict) with its source's default split for `role`
-    ('calibration' or 'evaluation') filled in when it names none; anything else unchanged
-    (validation reports it)."""
-    if not isinstance(data, dict) or data.get("split") is not None:
-        return data
-    name = data.get("source")
-    if not isinstance(name, str):
-        return data
-    try:
-        source = get_source(name)
-    except ValueError:
-        return data  # WindowSpec names the unknown source and the allowed ones
-    return {**data, "split": source.default_split(role)}
 
 
 @dataclass(frozen=True)

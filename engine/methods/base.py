@@ -22,13 +22,9 @@ import torch
 from prunestudio.engine.calibration import LayerStats
 from prunestudio.engine.masks import check_finite, mask_n_m, mask_per_matrix, mask_per_row
 from prunestudio.engine.models.adapters import PrunableLinear
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-
-class MethodOptions(BaseModel):
-    """Method-specific options; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from prunestudio.schema.options import MethodOptions
 
 
 @dataclass(frozen=True)

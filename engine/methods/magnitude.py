@@ -4,18 +4,11 @@ The Wanda repository's magnitude baseline thresholds once per *matrix*; per *row
 and the scope is part of the spec so every figure says which one it is.
 """
 
-from typing import Literal
 
 import torch
-from prunestudio.engine.methods.base import LayerInputs, MethodOptions, ScoreMethod
+from prunestudio.engine.methods.base import LayerInputs, ScoreMethod
 
-
-class MagnitudeOptions(MethodOptions):
-    scope: Literal["matrix", "row"] = "matrix"
-    # Quantized weights (the default model is Q4_1) have many equal |W| in a row; which of them
-    # is pruned changes PPL by several % (see engine.masks.lowest). "topk" reproduces the
-    # reference code's choice on CPU.
-    ties: Literal["index", "topk"] = "index"
+from prunestudio.schema.options import MagnitudeOptions
 
 
 class Magnitude(ScoreMethod):

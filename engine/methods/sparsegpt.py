@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import torch
 from prunestudio.engine.masks import check_finite, n_to_prune
-from prunestudio.engine.methods.base import LayerInputs, LayerTarget, MethodOptions, PruningMethod
+from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
-from pydantic import Field
+
+from prunestudio.schema.options import SparseGPTOptions
 
 
 class CholeskyError(RuntimeError):
     """H (or its inverse) is not positive definite even after damping."""
-
-
-class SparseGPTOptions(MethodOptions):
-    blocksize: int = Field(128, ge=1)
-    damp: float = Field(0.01, gt=0, description="fraction of mean(diag H) added to the diagonal")
 
 
 def sparsegpt_update(weight: torch.Tensor, hessian: torch.Tensor, target: LayerTarget,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from prunestudio.engine.methods.base import MethodOptions, ShapeChangingMethod
 from prunestudio.engine.structured.importance import needs as importance_needs
-from prunestudio.engine.structured.options import StructuredOptions
+
+from prunestudio.schema.options import StructuredOptions
 
 
 class Structured(ShapeChangingMethod):

@@ -12,27 +12,13 @@ The class flags stay conservative (X and G) for callers that only read the flags
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from prunestudio.engine.methods.base import LayerInputs, MethodOptions, ScoreMethod
+from prunestudio.engine.methods.base import LayerInputs, ScoreMethod
 from prunestudio.engine.symbolic.interpret import evaluate
 from prunestudio.engine.symbolic.parse import parse
-from prunestudio.engine.symbolic.tree import leaves_used, to_text
-from pydantic import Field, field_validator
+from prunestudio.engine.symbolic.tree import leaves_used
 
-
-class SymbolicOptions(MethodOptions):
-    expression: str = Field(
-        description="metric over W (=|W|), G (gradient l2), X (input sq-norms), "
-        "e.g. mul(W,sqrt(X)); see prunestudio.engine.symbolic.ops for the ops"
-    )
-    scope: Literal["row", "matrix"] = "row"
-
-    @field_validator("expression")
-    @classmethod
-    def _canonical(cls, text: str) -> str:
-        return to_text(parse(text))  # ExpressionError is a ValueError: pydantic reports it
+from prunestudio.schema.options import SymbolicOptions
 
 
 class Symbolic(ScoreMethod):

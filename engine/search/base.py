@@ -27,7 +27,6 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prunestudio.engine.studies.config import SearchSection
 from prunestudio.engine.symbolic import (
     Node,
     canonical_key,
@@ -36,6 +35,8 @@ from prunestudio.engine.symbolic import (
     simplify,
     to_text,
 )
+
+from prunestudio.schema.study_file import SearchSection
 
 MAX_TRIES_PER_PROPOSAL = 200
 

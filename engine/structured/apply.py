@@ -31,7 +31,6 @@ import torch
 from prunestudio.engine.calibration import StatsCache
 from prunestudio.engine.methods import get_method, is_shape_changing
 from prunestudio.engine.models.loading import LoadedModel
-from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.structured.groups import block_groups
 from prunestudio.engine.structured.importance import (
     Coefficients,
@@ -39,7 +38,6 @@ from prunestudio.engine.structured.importance import (
     needs,
     taylor_stats,
 )
-from prunestudio.engine.structured.options import StructuredOptions
 from prunestudio.engine.structured.prune import (
     UNIT_NOUNS,
     Counts,
@@ -57,6 +55,9 @@ from prunestudio.engine.structured.prune import (
     sync_config,
 )
 from torch import nn
+
+from prunestudio.schema.options import StructuredOptions
+from prunestudio.schema.spec import CandidateSpec
 
 
 def _pct(x: float) -> str:

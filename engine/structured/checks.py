@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from prunestudio.engine.models.loading import LoadedModel
-from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.structured.apply import is_structured, structured_options
 from prunestudio.engine.structured.groups import block_groups
 from prunestudio.engine.structured.prune import (
@@ -20,6 +19,8 @@ from prunestudio.engine.structured.prune import (
     pruned_blocks,
 )
 from torch import nn
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 def _structure_of(source: Any) -> tuple[nn.Module, Any]:

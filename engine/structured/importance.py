@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from prunestudio.engine.calibration import StatsCache
@@ -35,14 +34,10 @@ from prunestudio.engine.masks import check_finite
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.structured.groups import GroupSet, Member
 
+from prunestudio.schema.options import AGGREGATIONS, IMPORTANCES
+
 log = logging.getLogger(__name__)
 
-Importance = Literal["l1", "l2", "taylor_vector", "taylor_first", "taylor_second", "taylor_mix",
-                     "activation", "combined", "random"]
-Aggregation = Literal["sum", "mean", "max", "prod", "last"]
-IMPORTANCES: tuple[str, ...] = ("l1", "l2", "taylor_vector", "taylor_first", "taylor_second",
-                                "taylor_mix", "activation", "combined", "random")
-AGGREGATIONS: tuple[str, ...] = ("sum", "mean", "max", "prod", "last")
 _NEEDS_GRAD = {"taylor_vector", "taylor_first", "taylor_second", "taylor_mix", "combined"}
 
 

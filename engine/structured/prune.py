@@ -31,8 +31,9 @@ from prunestudio.engine.structured.groups import (
     block_groups,
     mlp_width,
 )
-from prunestudio.engine.structured.options import StructuredOptions
 from torch import nn
+
+from prunestudio.schema.options import StructuredOptions
 
 CONFIG_KEY = "prunestudio_structured"
 FORMAT = 1

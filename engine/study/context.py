@@ -15,7 +15,8 @@ from prunestudio.engine.data.windows import Windows, build_windows, check_disjoi
 from prunestudio.engine.models.loading import LoadedModel, load_model
 from prunestudio.engine.progress import Reporter
 from prunestudio.engine.pruning import WeightSnapshot
-from prunestudio.engine.studies.config import StudyConfig, TasksSection
+
+from prunestudio.schema.study_file import StudyConfig, TasksSection
 
 
 @dataclass

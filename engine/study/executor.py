@@ -30,10 +30,11 @@ from prunestudio.engine.methods.base import ShapeInfo
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.progress import Reporter
 from prunestudio.engine.pruning import PruneResult, WeightSnapshot, prune_model
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import StudyConfig
 from prunestudio.engine.study.context import StudyContext, input_identity, prepare
 from prunestudio.engine.study.measurements import MeasureContext, make_measurement
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import StudyConfig
 
 
 @dataclass

@@ -12,8 +12,8 @@ from prunestudio.commands import options
 from prunestudio.commands.exit_codes import EXIT_OK
 
 if TYPE_CHECKING:
-    from prunestudio.engine.spec import CandidateSpec
-    from prunestudio.engine.studies.config import StudyConfig
+    from prunestudio.schema.spec import CandidateSpec
+    from prunestudio.schema.study_file import StudyConfig
 
 NAME = "bench"
 HELP = "time each phase and the candidate loop against a naive loop"
@@ -66,7 +66,7 @@ class BenchRequest:
         """The default study on this model, its first evaluation set cut to `eval_windows`
         windows, no lm-eval tasks (the bench times the pruning loop): parsed once."""
         from prunestudio.commands.prune import default_study_data
-        from prunestudio.engine.studies.config import parse_config
+        from prunestudio.schema.study_file import parse_config
 
         data = default_study_data()
         data["model"] = self.model.over(data["model"])
@@ -76,7 +76,7 @@ class BenchRequest:
         return parse_config(data, "(bench)")
 
     def specs(self) -> list[CandidateSpec]:
-        from prunestudio.engine.spec import CandidateSpec
+        from prunestudio.schema.spec import CandidateSpec
 
         return [CandidateSpec(method=m, sparsity=s, calibration={"mode": self.calibration})
                 for m in self.methods for s in self.sparsities]

@@ -41,7 +41,7 @@ def handle(args: argparse.Namespace) -> int:
     from prunestudio.engine.models.loading import load_model
     from prunestudio.engine.progress import RichReporter
     from prunestudio.engine.structured.export import export_pruned
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
     from prunestudio.store import open_store
 
     cand, study = recorded_candidate(args.store, args.candidate, "export",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # typing only: the engine is imported by handlers, never by parsers
     from prunestudio.engine.progress import Reporter
-    from prunestudio.engine.studies.config import StudyConfig
+    from prunestudio.schema.study_file import StudyConfig
 
 STORE_HELP = "SQLite store (default: $PRUNESTUDIO_STORE or ./prunestudio.db)"
 DEFAULT_LOCK_TIMEOUT = 30.0

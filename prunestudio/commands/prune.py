@@ -18,7 +18,7 @@ from prunestudio.commands import options
 from prunestudio.commands.results import finish_study
 
 if TYPE_CHECKING:
-    from prunestudio.engine.studies.config import StudyConfig
+    from prunestudio.schema.study_file import StudyConfig
 
 NAME = "prune"
 WHERE = "(prunestudio prune flags)"
@@ -105,7 +105,7 @@ class PruneRequest:
     def from_args(cls, args: argparse.Namespace) -> PruneRequest:
         """Parse the flags; syntax errors are ConfigErrors naming the flag. --metric-from reads
         the best metric of that study in --store."""
-        from prunestudio.engine.studies.config import ConfigError
+        from prunestudio.schema.study_file import ConfigError
 
         try:
             sparsities = tuple(float(s) for s in split_list(args.sparsities, "sparsities"))
@@ -179,8 +179,8 @@ class PruneRequest:
                 ) -> list[dict[str, Any]]:
         """One candidate per pattern and sparsity (an N:M pattern fixes its own sparsity and
         takes uniform layer ratios), as the config's grid expands them."""
-        from prunestudio.engine.spec import Pattern
-        from prunestudio.engine.studies.config import ConfigError
+        from prunestudio.schema.spec import Pattern
+        from prunestudio.schema.study_file import ConfigError
 
         out = []
         for text in self.patterns:
@@ -197,7 +197,7 @@ class PruneRequest:
 
     def config(self) -> StudyConfig:
         """The study config: built once from the default study and this request."""
-        from prunestudio.engine.studies.config import parse_config
+        from prunestudio.schema.study_file import parse_config
 
         return parse_config(self.study_data(default_study_data()), WHERE)
 
@@ -216,7 +216,7 @@ def default_study_data() -> dict[str, Any]:
 # -- flag syntax ------------------------------------------------------------------------------
 
 def split_list(text: str, what: str) -> list[str]:
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
@@ -226,7 +226,7 @@ def split_list(text: str, what: str) -> list[str]:
 
 def parse_key_values(text: str, what: str) -> dict[str, Any]:
     """`source=pydoc,n=16` → {'source': 'pydoc', 'n': 16} (ints and floats converted)."""
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     out: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -246,7 +246,7 @@ def parse_key_values(text: str, what: str) -> dict[str, Any]:
 
 def eval_set(text: str) -> dict[str, Any]:
     """One `--eval role=...,KEY=VALUE,...` → an [[evaluation]] table."""
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     kv = parse_key_values(text, "--eval")
     head = {k: kv.pop(k) for k in ("role", "fidelity", "batch_size") if k in kv}
@@ -258,7 +258,7 @@ def eval_set(text: str) -> dict[str, Any]:
 def option_value(text: str, option: str) -> Any:
     """One `--option` value: JSON when it is JSON (numbers, true/false, null, lists such as
     [1.0, 0.5], objects), else the text itself (`row`, `taylor_second`)."""
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     text = text.strip()
     try:
@@ -274,7 +274,7 @@ def option_value(text: str, option: str) -> Any:
 def method_options(texts: list[str], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """`METHOD.KEY=VALUE` flags (VALUE may be JSON) → {method: {key: value}}; every METHOD
     must be one of --methods."""
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     per_method: dict[str, dict[str, Any]] = {}
     for text in texts:
@@ -295,8 +295,8 @@ def metric_expressions(texts: list[str], metric_from: str | None, store_path: st
                        ) -> tuple[str, ...]:
     """Canonical texts of --metric and --metric-from; a malformed one is a ConfigError with the
     parser's message (position and what was expected)."""
-    from prunestudio.engine.studies.config import ConfigError
     from prunestudio.engine.symbolic import ExpressionError, parse, to_text
+    from prunestudio.schema.study_file import ConfigError
 
     out = []
     for text in texts:
@@ -315,7 +315,7 @@ def best_metric_of_study(store_path: str, study_key: str) -> tuple[str, str]:
     """The expression of the best symbolic candidate of a study: lowest search-split PPL (the
     search's own choice, no held-out text involved); for a study without a search split, the
     lowest PPL of its first evaluation role. Returns (expression, a note saying which)."""
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
     from prunestudio.store import open_store
 
     with open_store(store_path, readonly=True) as store:

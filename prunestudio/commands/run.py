@@ -25,7 +25,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from prunestudio.engine.runner import launch_study
-    from prunestudio.engine.studies.config import ConfigError, load_config
+    from prunestudio.engine.studies.config import load_config
+    from prunestudio.schema.study_file import ConfigError
 
     config = None
     if args.resume is None:

@@ -13,8 +13,15 @@ Importing this package imports neither torch, transformers nor the engine (a tes
 
 One label (:attr:`Candidate.label`, ``spec_label``), one metric identity
 (:class:`MetricIdentity`), one primary role (:attr:`Study.primary_role`) in the codebase.
+
+The study file and candidate specs are typed here too (pydantic; imported on demand, not by
+this package): ``schema.study_file.StudyConfig``, ``schema.spec.CandidateSpec``,
+``schema.options`` (each method's options) and ``schema.windows.WindowSpec``. Full validation
+checks names against the engine's registries (``schema.catalog``); a reader validates what the
+engine recorded with ``context=SHAPE_ONLY``, without the engine.
 """
 
+from .catalog import SHAPE_ONLY, CatalogMissingError
 from .config import EvalSet, SearchSettings, StudySettings
 from .constants import (
     CANDIDATE_STATUSES,
@@ -28,7 +35,6 @@ from .constants import (
     REFERENCE_ORIGINS,
     SEARCH_KINDS,
     SEARCH_ROLE,
-    STUDY_KINDS,
     STUDY_STATUSES,
     STUDY_TERMINAL,
     TASK_ROLE,
@@ -55,16 +61,17 @@ __all__ = [
     "METRIC_IDENTITY_KEYS",
     "METRIC_KEYS",
     "REFERENCE_METHODS",
+    "SHAPE_ONLY",
     "REFERENCE_ORIGINS",
     "SEARCH_KINDS",
     "SEARCH_ROLE",
-    "STUDY_KINDS",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
     "TASK_ROLE",
     "TASK_SHORT_NAMES",
     "Artifact",
     "Candidate",
+    "CatalogMissingError",
     "EvalSet",
     "Event",
     "Metric",

@@ -1,6 +1,6 @@
 """The torch-free part of a study configuration, as readers need it.
 
-``prunestudio.engine.studies.config.StudyConfig`` (pydantic) validates a TOML file and is what
+``prunestudio.schema.study_file.StudyConfig`` (pydantic) validates a TOML file and is what
 the engine runs; its ``to_dict()`` is recorded in the store as the study's config. This module
 reads that recorded dict back into typed, frozen values without importing the engine: the
 study kind, its evaluation sets (role, fidelity, windows) and its search settings. Fields the

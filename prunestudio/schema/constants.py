@@ -6,7 +6,6 @@ The store validates against these, the engine writes them, the UIs filter by the
 from __future__ import annotations
 
 __all__ = [
-    "STUDY_KINDS",
     "SEARCH_KINDS",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
@@ -23,8 +22,9 @@ __all__ = [
     "HIGHER_IS_BETTER",
 ]
 
-# Study kinds `prunestudio run` accepts; gp and random are searches over symbolic metrics.
-STUDY_KINDS = ("grid", "gp", "random")
+# Study kinds are the kinds of the engine's proposers (engine/study/proposers, one module
+# each). A kind listed here is a search ranked by its fitness (role 'search'), which readers
+# must know without the engine: gp and random search over symbolic metrics.
 SEARCH_KINDS = ("gp", "random")
 
 # 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-from prunestudio.engine.studies.config import ConfigError, load_config
+from prunestudio.engine.studies.config import load_config
 
 from prunestudio.cli import build_parser
 from prunestudio.commands.options import ModelChoice
 from prunestudio.commands.prune import PruneRequest, default_study_data
+from prunestudio.schema.study_file import ConfigError
 
 
 def _request(*flags: str) -> PruneRequest:

@@ -164,9 +164,10 @@ def test_export_round_trip_gives_the_pruned_models_logits(tmp_path, tiny_model_d
     from prunestudio.engine.models.loading import load_model
     from prunestudio.engine.pruning import prune_model
     from prunestudio.engine.runner import prepare
-    from prunestudio.engine.spec import CandidateSpec
-    from prunestudio.engine.studies.config import parse_config
     from transformers import AutoModelForCausalLM
+
+    from prunestudio.schema.spec import CandidateSpec
+    from prunestudio.schema.study_file import parse_config
 
     db = tmp_path / "s.db"
     result = json.loads(_cli("prune", "--model", str(tiny_model_dirs["gpt2"]), "--methods",

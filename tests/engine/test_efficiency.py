@@ -11,9 +11,10 @@ from prunestudio.engine.evaluate.efficiency import (
     measure_latency,
     parameter_counts,
 )
-from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.structured import prune_structured
 from prunestudio.store.records import normalise_metric
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 @pytest.mark.parametrize("arch", ["llama", "opt", "gpt_neox", "gpt2"])

@@ -22,7 +22,8 @@ from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.data.windows import WindowSpec, build_windows
 from prunestudio.engine.evaluate.perplexity import perplexity
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 EXPECTED_KINDS = {
     "llama": ["q", "k", "v", "o", "gate", "up", "down"],

@@ -22,7 +22,8 @@ from prunestudio.engine.models.adapters import (
 )
 from prunestudio.engine.models.loading import ModelLoadError, load_model
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 def test_registry_lists_the_builtin_methods():
@@ -492,7 +493,9 @@ def test_methods_that_need_calibration_refuse_to_run_without_it():
 def test_config_errors_are_field_message_lines_without_pydantic_noise(change, expected):
     import copy
 
-    from prunestudio.engine.studies.config import ConfigError, load_config, parse_config
+    from prunestudio.engine.studies.config import load_config
+
+    from prunestudio.schema.study_file import ConfigError, parse_config
 
     data = copy.deepcopy(load_config(None).to_dict())
     change(data)
@@ -507,7 +510,7 @@ def test_config_errors_are_field_message_lines_without_pydantic_noise(change, ex
 
 
 def test_format_validation_error_cleans_any_pydantic_error():
-    from prunestudio.engine.studies.config import clean_pydantic_text, format_validation_error
+    from prunestudio.schema.study_file import clean_pydantic_text, format_validation_error
 
     with pytest.raises(pydantic.ValidationError) as exc:
         CandidateSpec(method="wanda", sparsity=1.5, patern="2:4")

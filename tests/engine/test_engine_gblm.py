@@ -9,7 +9,8 @@ import torch
 from engine_testlib import linear_modules, logical_weight, make_lm, random_ids, ref_wanda_sequential
 from prunestudio.engine.calibration import StatsCache, calibration_hash, compute_gradient_l2
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 DROPOUT = dict(dropout=0.5, attention_dropout=0.5, activation_dropout=0.5,
                resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)

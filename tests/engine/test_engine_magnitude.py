@@ -7,7 +7,8 @@ import pytest
 import torch
 from engine_testlib import linear_modules, logical_weight, make_lm
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 def _pristine(lm) -> dict[str, torch.Tensor]:

@@ -9,7 +9,8 @@ from engine_testlib import linear_modules, logical_weight, make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.masks import mask_n_m
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec, Pattern
+
+from prunestudio.schema.spec import CandidateSpec, Pattern
 
 METHODS = ["magnitude", "wanda", "gblm", "sparsegpt"]
 

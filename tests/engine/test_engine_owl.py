@@ -14,7 +14,8 @@ from engine_testlib import (
 )
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.pruning import owl_block_ratios, prune_model
-from prunestudio.engine.spec import CandidateSpec, OWLConfig
+
+from prunestudio.schema.spec import CandidateSpec, OWLConfig
 
 
 def ref_owl(lm, ids, sparsity: float, M: float, lam: float) -> tuple[list[float], list[float]]:

@@ -8,7 +8,8 @@ import torch
 from engine_testlib import linear_modules, make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.pruning import WeightSnapshot, prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 def _params(model) -> dict[str, torch.Tensor]:

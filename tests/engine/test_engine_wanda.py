@@ -19,7 +19,8 @@ from engine_testlib import (
 )
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.pruning import prune_model
-from prunestudio.engine.spec import CandidateSpec
+
+from prunestudio.schema.spec import CandidateSpec
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -109,7 +109,7 @@ def test_each_source_has_its_own_default_splits(source, calibration, evaluation)
 
 
 def _config(calibration: dict, *evaluation: dict, search: dict | None = None):
-    from prunestudio.engine.studies.config import parse_config
+    from prunestudio.schema.study_file import parse_config
 
     data = {"calibration": calibration,
             "evaluation": [{"role": f"set{i}", "windows": w} for i, w in enumerate(evaluation)]}
@@ -142,7 +142,7 @@ def test_offline_sources_keep_split_all_so_recorded_configs_do_not_change():
 
 
 def test_an_unknown_split_lists_the_sources_splits_at_config_time():
-    from prunestudio.engine.studies.config import ConfigError
+    from prunestudio.schema.study_file import ConfigError
 
     with pytest.raises(ConfigError) as exc:
         _config({"source": "c4", "split": "all"}, {"source": "pydoc"})

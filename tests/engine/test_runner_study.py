@@ -11,9 +11,10 @@ import torch
 from prunestudio.engine.data.windows import WindowSpec, build_windows
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.runner import launch_study, run_recorded, start_study
-from prunestudio.engine.studies.config import parse_config
 from prunestudio.store import open_store
 from tiny_models import tiny_study_toml
+
+from prunestudio.schema.study_file import parse_config
 
 try:
     import tomllib

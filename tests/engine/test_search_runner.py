@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.runner import launch_study, run_recorded, start_study
-from prunestudio.engine.studies.config import parse_config
 from prunestudio.engine.symbolic import parse, simplify, to_text
 from prunestudio.store import open_store
+
+from prunestudio.schema.study_file import parse_config
 
 ORIGINS = {"seed", "init", "crossover", "mutation", "random", "baseline"}
 

@@ -7,12 +7,7 @@ from pathlib import Path
 
 import pytest
 from prunestudio.engine.search.state import Individual, SearchHistory, saved_fraction
-from prunestudio.engine.studies.config import (
-    ConfigError,
-    SearchSection,
-    load_config,
-    parse_config,
-)
+from prunestudio.engine.studies.config import load_config
 from prunestudio.engine.study.equivalence import known_masks
 from prunestudio.engine.study.proposers import proposer_class
 from prunestudio.engine.study.proposers.gp import GPSearch
@@ -27,6 +22,8 @@ from prunestudio.engine.symbolic import (
     simplify,
     to_text,
 )
+
+from prunestudio.schema.study_file import ConfigError, SearchSection, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 from engine_testlib import logical_weight, make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
-from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.structured import (
     StructureError,
     check_structured_spec,
@@ -20,6 +19,8 @@ from prunestudio.engine.structured import (
     unit_count,
 )
 from structured_testlib import modules
+
+from prunestudio.schema.spec import CandidateSpec
 
 HD = 16  # head size of every tiny model
 

@@ -14,13 +14,14 @@ from prunestudio.engine.methods import (
 )
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.runner import launch_study, prepare
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import ConfigError, parse_config
 from prunestudio.engine.study.executor import InProcessExecutor, Job
 from prunestudio.engine.study.measurements import measurement_names
 from prunestudio.engine.study.proposers import proposer_kinds
 from prunestudio.store import open_store
 from tiny_models import tiny_study_toml
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import ConfigError, parse_config
 
 try:
     import tomllib

@@ -11,9 +11,10 @@ from prunestudio.engine.methods.base import LayerInputs, LayerTarget
 from prunestudio.engine.models.adapters import PrunableLinear, adapter_for
 from prunestudio.engine.models.loading import LoadedModel, model_fingerprint
 from prunestudio.engine.pruning import WeightSnapshot, prune_model
-from prunestudio.engine.spec import CandidateSpec
 from prunestudio.engine.symbolic import KNOWN_METRICS, mask_hash, parse, probe_layers
 from torch import nn
+
+from prunestudio.schema.spec import CandidateSpec
 
 # (built-in method, its options, the same metric as an expression, symbolic scope)
 PAIRS = [

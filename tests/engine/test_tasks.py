@@ -15,10 +15,12 @@ from prunestudio.engine.evaluate.harness import (
 from prunestudio.engine.evaluate.offline_task.next_line import build_items
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.runner import launch_study, prepare, pruned_model
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import ConfigError, load_config, parse_config
+from prunestudio.engine.studies.config import load_config
 from prunestudio.store import open_store, queries
 from tiny_models import save_tiny_model, tiny_study_toml
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import ConfigError, parse_config
 
 try:
     import tomllib

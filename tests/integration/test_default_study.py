@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 from prunestudio.engine.runner import launch_study
-from prunestudio.engine.studies.config import load_config, parse_config
+from prunestudio.engine.studies.config import load_config
 from prunestudio.store import open_store
+
+from prunestudio.schema.study_file import parse_config
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +85,8 @@ def test_matches_the_official_code_on_the_same_protocol(results, label):
 @pytest.mark.parametrize("label", sorted(OFFICIAL_TOPK_TIES))
 def test_magnitude_with_reference_tie_breaking_matches(label):
     from prunestudio.engine.runner import evaluate_candidate, prepare
-    from prunestudio.engine.spec import CandidateSpec, Pattern
+
+    from prunestudio.schema.spec import CandidateSpec, Pattern
 
     spec = CandidateSpec(method="magnitude", sparsity=0.5, options={
         "scope": "row" if "row" in label else "matrix", "ties": "topk"},

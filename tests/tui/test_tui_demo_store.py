@@ -7,11 +7,11 @@ from pathlib import Path
 from demo_store import build_demo_store, demo_specs
 from prunestudio.store import open_store, queries
 
-from prunestudio.schema import STUDY_KINDS
-
 
 def test_demo_specs_are_the_engines_canonical_specs(tmp_path: Path) -> None:
-    from prunestudio.engine.spec import CandidateSpec  # imports torch: this test only
+    from prunestudio.engine.study.proposers import proposer_kinds
+
+    from prunestudio.schema.spec import CandidateSpec  # full validation: the engine's catalog
 
     path = build_demo_store(tmp_path / "demo.db")
     specs = demo_specs()
@@ -21,6 +21,6 @@ def test_demo_specs_are_the_engines_canonical_specs(tmp_path: Path) -> None:
         assert validated.canonical() == spec
     with open_store(path, readonly=True) as store:
         for study in queries.study_records(store):
-            assert study.kind in STUDY_KINDS
+            assert study.kind in proposer_kinds()
             for c in store.candidate_records(study.id):
                 assert c.label == CandidateSpec(**c.spec).label

@@ -23,9 +23,10 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from prunestudio.engine.models.loading import LoadedModel
     from prunestudio.engine.progress import Reporter
-    from prunestudio.engine.spec import CandidateSpec
     from prunestudio.engine.study.context import StudyContext
     from prunestudio.engine.study.executor import Pruned
+
+    from prunestudio.schema.spec import CandidateSpec
 
 Metric = dict[str, Any]  # a store metric record (keys: prunestudio.schema.METRIC_KEYS)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from prunestudio.engine.data.windows import WindowError, build_windows, check_disjoint
 from prunestudio.engine.evaluate.perplexity import perplexity
 from prunestudio.engine.search.fitness import check_fitness
-from prunestudio.engine.studies.config import SEARCH_ROLE, StudyConfig
 from prunestudio.engine.study.context import EvalWindows, StudyContext
 from prunestudio.engine.study.measurements.base import Measurement, Metric, NoSettings
+
+from prunestudio.schema import SEARCH_ROLE
+from prunestudio.schema.study_file import StudyConfig
 
 
 def cut_search_split(config: StudyConfig, ctx: StudyContext) -> EvalWindows:

@@ -34,8 +34,6 @@ from prunestudio.engine.search.base import (
 )
 from prunestudio.engine.search.base import Proposal as MetricProposal
 from prunestudio.engine.search.state import BASELINE, Individual, SearchHistory, saved_fraction
-from prunestudio.engine.spec import CandidateSpec
-from prunestudio.engine.studies.config import SearchSection
 from prunestudio.engine.study.equivalence import by_rank_key, fitness_reuse, known_masks
 from prunestudio.engine.study.executor import CandidateResult, Job
 from prunestudio.engine.study.proposers.base import (
@@ -49,6 +47,9 @@ from prunestudio.engine.study.proposers.base import (
     model_loaded,
 )
 from prunestudio.engine.symbolic import parse, rank_key
+
+from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import SearchSection
 
 __all__ = ["MAX_TRIES_PER_PROPOSAL", "SymbolicSearch", "generation_rng", "ramped_tree"]
 

@@ -1,0 +1,522 @@
+"""The study file: what `prunestudio run STUDY.toml` reads, as typed, torch-free models.
+
+One pydantic model per TOML table, all with ``extra="forbid"`` so a typo is an error that names
+the key, never a silently ignored setting. `parse_config` turns any problem into a `ConfigError`
+whose message names the field path and what is allowed (``prunestudio.engine.studies.config.
+load_config`` adds the file). Names of methods, sources, tasks, expressions and measurements are
+checked through the engine's catalog (`prunestudio.schema.catalog`); a reader validates a
+recorded config with ``context=SHAPE_ONLY``, without the engine. ``StudyConfig.to_dict()`` is
+what a study records; `StudySettings` (``config.py``) reads it back leniently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .catalog import catalog_for
+from .constants import SEARCH_KINDS, SEARCH_ROLE
+from .spec import CandidateSpec, Pattern
+from .windows import WindowSpec, with_default_split
+
+__all__ = ["ConfigError", "EvalSet", "GridSection", "ModelSection", "SearchSection",
+           "StudyConfig", "StudySection", "TasksSection", "clean_pydantic_text",
+           "format_validation_error", "parse_config"]
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Strict):
+    name: str | None = Field(None, description="unique study name; default: <kind>-<id>")
+    kind: str = Field("grid", description="the proposer that runs the study (a module of "
+                      "prunestudio/engine/study/proposers): grid (methods × sparsities × "
+                      "patterns), gp (Pruner-Zero genetic programming over symbolic metrics), "
+                      "random (random symbolic metrics, the GP's baseline), ...")
+    seed: int = 0
+    measurements: list[str] = Field(
+        default_factory=list, description="extra measurements of every grid candidate, by "
+        "name (modules of prunestudio/engine/study/measurements), e.g. block_sparsity")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str, info: ValidationInfo) -> str:
+        catalog = catalog_for(info) if v != "grid" else None
+        if catalog is not None and v not in catalog.study_kinds():
+            raise ValueError(f"unknown study kind {v!r}; allowed: "
+                             f"{', '.join(catalog.study_kinds())}")
+        return v
+
+    @field_validator("measurements")
+    @classmethod
+    def _measurements(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        catalog = catalog_for(info) if v else None
+        if catalog is not None:
+            known = catalog.measurement_names()
+            unknown = [n for n in v if n not in known]
+            if unknown:
+                raise ValueError(f"unknown measurement(s) {', '.join(map(repr, unknown))}; "
+                                 f"allowed: {', '.join(known)}")
+        return v
+
+
+class ModelSection(_Strict):
+    source: str = Field("default", description="'default', a hub id, a folder or a .gguf file")
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+class EvalSet(_Strict):
+    """One perplexity evaluation: which windows, under which role and fidelity."""
+
+    role: str = Field(description="e.g. in_domain (held-out text of the calibration source) "
+                      "or out_of_domain")
+    fidelity: Literal["proxy", "full"] = "full"
+    windows: WindowSpec
+    batch_size: int = Field(4, ge=1)
+
+
+def _sparsity(v: float) -> float:
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {v}")
+    return v
+
+
+def _method_name(v: str, info: ValidationInfo) -> str:
+    catalog = catalog_for(info)
+    if catalog is not None:
+        catalog.method(v)  # unknown method -> error listing the registry
+    return v
+
+
+class GridSection(_Strict):
+    """Methods × sparsities × patterns; unstructured patterns take every sparsity, N:M
+    patterns fix their own (2:4 → 0.5)."""
+
+    methods: list[Annotated[str, AfterValidator(_method_name)]] = Field(default_factory=list)
+    sparsities: list[Annotated[float, AfterValidator(_sparsity)]] = Field(
+        default_factory=lambda: [0.5])
+    patterns: list[str] = Field(default_factory=lambda: ["unstructured"])
+    layer_ratios: Literal["uniform", "owl"] = "uniform"
+    include_dense: bool = True
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            Pattern.parse(p)
+        return v
+
+    def specs(self) -> list[CandidateSpec]:
+        """The grid's candidates (dense first when there are methods), in grid order."""
+        specs: list[CandidateSpec] = []
+        if self.include_dense and self.methods:
+            specs.append(CandidateSpec(method="dense"))
+        for method, pattern_text in itertools.product(self.methods, self.patterns):
+            pattern = Pattern.parse(pattern_text)
+            sparsities = [pattern.sparsity] if pattern.kind == "nm" else self.sparsities
+            for s in sparsities:
+                specs.append(CandidateSpec(
+                    method=method, sparsity=s, pattern=pattern,
+                    layer_ratios=self.layer_ratios if pattern.kind != "nm" else "uniform",
+                ))
+        return specs
+
+    @model_validator(mode="after")
+    def _combinations(self, info: ValidationInfo) -> GridSection:
+        """Every method × pattern × sparsity must be a valid spec: said here, at config time,
+        naming the combination, not when the study starts."""
+        if not self.methods or catalog_for(info) is None:
+            return self
+        problems: dict[str, list[str]] = {}
+        for method, pattern_text in itertools.product(self.methods, self.patterns):
+            pattern = Pattern.parse(pattern_text)
+            nm = pattern.kind == "nm"
+            for s in [pattern.sparsity] if nm else self.sparsities:
+                try:
+                    CandidateSpec(method=method, sparsity=s, pattern=pattern,
+                                  layer_ratios=self.layer_ratios if not nm else "uniform")
+                except ValidationError as exc:
+                    where = f"{method} {pattern.label}" + ("" if nm else f" at sparsity {s}")
+                    for err in exc.errors():
+                        problems.setdefault(_message(err, CandidateSpec), []).append(where)
+        if problems:
+            raise ValueError("; ".join(f"{', '.join(dict.fromkeys(where))}: {msg}"
+                                       for msg, where in problems.items()))
+        return self
+
+
+class TasksSection(_Strict):
+    """Task accuracy through lm-eval, measured on every candidate of a grid study after its
+    perplexities (the in-memory pruned model; no save / reload)."""
+
+    names: list[str] = Field(description="tasks or aliases: 'offline' (shakespeare_next_line, "
+                             "no network), 'zero_shot' (the papers' seven), 'mmlu', or single "
+                             "task names")
+    limit: int | float | None = Field(None, description="at most this many examples per "
+                                      "(sub)task (an int ≥ 1) or this fraction (0 < f < 1); "
+                                      "recorded as fidelity 'proxy'. None: every example")
+    num_fewshot: int | None = Field(None, ge=0, description="None keeps each task's default")
+    batch_size: int = Field(8, ge=1)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        catalog = catalog_for(info)
+        if catalog is None:
+            return v
+        try:
+            return catalog.tasks(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, v: int | float | None) -> int | float | None:
+        if v is None:
+            return None
+        if isinstance(v, float) and v.is_integer() and v >= 1:
+            v = int(v)
+        if isinstance(v, int) and v >= 1 or isinstance(v, float) and 0 < v < 1:
+            return v
+        raise ValueError(f"limit must be an int ≥ 1 (examples) or a fraction 0 < f < 1; "
+                         f"got {v!r}")
+
+
+def _default_search_split() -> WindowSpec:
+    # pydoc tokens [20000, 21024): disjoint from the default calibration [0, 2048) and from the
+    # default in-domain held-out text [40000, 48192)
+    # (built unvalidated: the values are fixed, and a default must not need the catalog)
+    return WindowSpec.model_construct(source="pydoc", split="all", seqlen=256, n=4, offset=20000)
+
+
+class SearchSection(_Strict):
+    """A search over symbolic metrics (kinds gp and random); the defaults are the paper's.
+
+    Fitness = perplexity on `split` (role "search", fidelity proxy) after pruning with the
+    candidate's expression. `budget` counts real evaluations only: a candidate whose masks equal
+    an evaluated one's reuses that fitness and costs no budget.
+    """
+
+    population: int = Field(50, ge=2, description="population size (paper: 50)")
+    iterations: int = Field(300, ge=0, description="iterations after the initial population "
+                            "(paper: 300); each one proposes `offspring` candidates")
+    offspring: int = Field(2, ge=1, le=64, description="candidates per iteration (a crossover "
+                           "gives two children)")
+    budget: int | None = Field(None, ge=1, description="stop after this many real fitness "
+                               "evaluations (None: population + iterations × offspring)")
+    top_k: int = Field(10, ge=1, description="tournaments draw from the k best (paper: 10)")
+    tournament_size: int = Field(3, ge=1)
+    p_mutation: float = Field(0.5, ge=0, le=1, description="chance that a child is mutated "
+                              "(one node, same arity; paper: 0.5)")
+    init_depth: tuple[int, int] = Field((3, 5), description="depth range of random trees "
+                                        "(ramped half-and-half; paper: 3–5)")
+    max_depth: int = Field(7, ge=1, le=16, description="depth limit of crossover children")
+    leaves: list[Literal["W", "G", "X"]] = Field(default_factory=lambda: ["W", "G", "X"],
+                                                 min_length=1)
+    seed_metrics: list[str] = Field(
+        default_factory=list, description="expressions or known metric names (magnitude, wanda, "
+        "gblm, pruner_zero, pruner_zero_released) added to the initial population, origin seed")
+    sparsity: float = Field(0.5, gt=0, lt=1, description="pruning of every candidate (paper: "
+                            "50% unstructured)")
+    pattern: str = "unstructured"
+    scope: Literal["row", "matrix"] = "row"
+    calibration: Literal["dense", "sequential"] = Field(
+        "dense", description="dense: every candidate prunes from the dense model's statistics "
+        "(computed once; no forward pass per candidate); sequential: the papers' protocol, a "
+        "layer-by-layer forward per candidate (slower)")
+    split: WindowSpec = Field(default_factory=_default_search_split,
+                              description="the search split: fitness windows, disjoint from "
+                              "calibration and from every evaluation set")
+    batch_size: int = Field(4, ge=1)
+    equivalence: Literal["rank_key+mask", "mask", "off"] = Field(
+        "rank_key+mask", description="reuse the fitness of mask-equivalent candidates: "
+        "rank_key+mask tries the symbolic rank key (no pruning) then the hash of the pruned "
+        "weights' zero pattern (no perplexity); mask only the hash; off never")
+    finalists: int = Field(3, ge=0, description="best distinct metrics re-evaluated on the "
+                           "[[evaluation]] sets (fidelity full) after the search")
+    baselines: list[str] = Field(default_factory=list, description="methods (e.g. dense, "
+                                 "wanda) evaluated at the search's settings on the search "
+                                 "split and on the [[evaluation]] sets, for comparison")
+    max_candidates: int | None = Field(None, ge=1, description="safety cap on recorded search "
+                                       "candidates (None: 10 × budget)")
+
+    @field_validator("init_depth")
+    @classmethod
+    def _depths(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not 1 <= lo <= hi:
+            raise ValueError(f"init_depth must be [min, max] with 1 ≤ min ≤ max; got {list(v)}")
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        Pattern.parse(v)
+        return v
+
+    @field_validator("leaves")
+    @classmethod
+    def _leaves(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"leaves must be distinct; got {v}")
+        return v
+
+    @field_validator("seed_metrics")
+    @classmethod
+    def _seed_metrics(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        catalog = catalog_for(info) if v else None
+        if catalog is None:
+            return v
+        out = []
+        for i, text in enumerate(v):
+            try:
+                out.append(catalog.expression(text, known_names=True)[0])
+            except ValueError as exc:
+                raise ValueError(f"seed_metrics[{i}] {exc}") from None
+        return out
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        catalog = catalog_for(info) if v else None
+        for name in v if catalog is not None else ():
+            catalog.method(name)  # unknown method -> error listing the registry
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> SearchSection:
+        if self.init_depth[1] > self.max_depth:
+            raise ValueError(f"init_depth max ({self.init_depth[1]}) exceeds max_depth "
+                             f"({self.max_depth})")
+        catalog = catalog_for(info) if self.seed_metrics else None
+        for text in self.seed_metrics if catalog is not None else ():
+            d = catalog.expression(text)[1]
+            if d > self.max_depth:
+                raise ValueError(f"seed metric {text} has depth {d} (simplified) > "
+                                 f"max_depth {self.max_depth}")
+        return self
+
+    @property
+    def real_budget(self) -> int:
+        return self.budget if self.budget is not None else (
+            self.population + self.iterations * self.offspring)
+
+    @property
+    def candidate_cap(self) -> int:
+        return self.max_candidates if self.max_candidates is not None else 10 * self.real_budget
+
+    def candidate_spec(self, expression: str) -> CandidateSpec:
+        """The spec of a search candidate with this (canonical) expression."""
+        return CandidateSpec(method="symbolic", sparsity=self.sparsity,
+                             pattern=Pattern.parse(self.pattern),
+                             calibration={"mode": self.calibration},
+                             options={"expression": expression, "scope": self.scope})
+
+    def baseline_spec(self, method: str) -> CandidateSpec:
+        if method == "dense":
+            return CandidateSpec(method="dense")
+        return CandidateSpec(method=method, sparsity=self.sparsity,
+                             pattern=Pattern.parse(self.pattern),
+                             calibration={"mode": self.calibration})
+
+
+class StudyConfig(_Strict):
+    study: StudySection = Field(default_factory=StudySection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    calibration: WindowSpec
+    evaluation: list[EvalSet] = Field(min_length=1)
+    grid: GridSection = Field(default_factory=GridSection)
+    candidates: list[CandidateSpec] = Field(default_factory=list,
+                                            description="explicit extra candidates")
+    search: SearchSection | None = Field(None, description="settings of a gp / random study")
+    tasks: TasksSection | None = Field(None, description="lm-eval task accuracy per candidate "
+                                       "(grid studies)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_splits(cls, data: Any, info: ValidationInfo) -> Any:
+        """A window set that names a source but no split gets that source's split for its
+        role: the training text for [calibration], held-out text (test, else validation) for
+        [[evaluation]] and the search split (c4: train / validation; wikitext2 and ptb:
+        train / test; pydoc and shakespeare: all / all)."""
+        catalog = catalog_for(info)
+        if not isinstance(data, dict) or catalog is None:
+            return data
+        data = dict(data)
+        if "calibration" in data:
+            data["calibration"] = with_default_split(data["calibration"], "calibration", catalog)
+        if isinstance(data.get("evaluation"), list):
+            data["evaluation"] = [
+                {**e, "windows": with_default_split(e["windows"], "evaluation", catalog)}
+                if isinstance(e, dict) and "windows" in e else e
+                for e in data["evaluation"]]
+        search = data.get("search")
+        if isinstance(search, dict) and "split" in search:
+            data["search"] = {**search, "split": with_default_split(search["split"],
+                                                                     "evaluation", catalog)}
+        return data
+
+    @field_validator("evaluation")
+    @classmethod
+    def _roles_unique(cls, v: list[EvalSet]) -> list[EvalSet]:
+        roles = [e.role for e in v]
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"evaluation roles must be unique; got {roles}")
+        if SEARCH_ROLE in roles:
+            raise ValueError(f"evaluation role {SEARCH_ROLE!r} is reserved for the fitness of a "
+                             "search (its windows are [search] split)")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_sections(self) -> StudyConfig:
+        if self.is_search:
+            if self.search is None:
+                object.__setattr__(self, "search", SearchSection())
+            if self.grid.methods or self.candidates:
+                raise ValueError(f"a {self.study.kind} study takes no grid.methods or "
+                                 "[[candidates]]: use search.baselines for reference methods")
+            if self.tasks is not None:
+                raise ValueError(f"[tasks] is for grid studies; measure a {self.study.kind} "
+                                 "study's finalists with `prunestudio eval CANDIDATE --tasks "
+                                 "...` (task accuracy is not its fitness)")
+        elif self.search is not None:
+            raise ValueError("[search] is for study.kind = 'gp' or 'random'; this study is "
+                             f"kind {self.study.kind!r}")
+        return self
+
+    @property
+    def is_search(self) -> bool:
+        return self.study.kind in SEARCH_KINDS
+
+    def candidate_specs(self) -> list[CandidateSpec]:
+        """The grid expanded (dense first), then the explicit candidates; duplicates dropped."""
+        specs = self.grid.specs()
+        specs.extend(self.candidates)
+        seen, out = set(), []
+        for spec in specs:
+            if spec.hash() not in seen:
+                seen.add(spec.hash())
+                out.append(spec)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for optional in ("search", "tasks"):  # unset: the same recorded config as before
+            if data.get(optional) is None:
+                data.pop(optional, None)
+        if not data["study"].get("measurements"):
+            data["study"].pop("measurements", None)
+        return data
+
+
+_PYDANTIC_NOISE = (
+    re.compile(r"\n?[ \t]*For further information visit \S+"),
+    re.compile(r"\s*\[type=[^\]]*\]"),
+    re.compile(r"^\d+ validation errors? for \w+\n", re.M),
+)
+_BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": ("≥", "ge"),
+           "less_than": ("<", "lt"), "less_than_equal": ("≤", "le")}
+
+
+def clean_pydantic_text(text: str) -> str:
+    """Drop pydantic's URL lines, `[type=..., input_value=...]` tails and headers from a
+    message that embeds a ValidationError's text."""
+    for pattern in _PYDANTIC_NOISE:
+        text = pattern.sub("", text)
+    return text.replace("Value error, ", "").strip()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _loc_text(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel] | None, path: tuple) -> type[BaseModel] | None:
+    """The pydantic model at a location (list indices skipped), or None."""
+    cls = root
+    for part in path:
+        if cls is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        cls = _model_in(field.annotation) if field is not None else None
+    return cls
+
+
+def _message(err: dict, root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as 'message (allowed: ...)', without pydantic's codes and URL."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(root, tuple(err["loc"][:-1]))
+        keys = list(model.model_fields) if model is not None else []
+        return "unknown key (check the spelling" + (
+            f"; allowed: {', '.join(keys)})" if keys else ")")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "literal_error":  # pydantic's text lists the allowed values
+        return f"{clean_pydantic_text(err['msg'])}; got {_short(value)}"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        return (f"{clean_pydantic_text(err['msg'])}; got {_short(value)} (allowed: {symbol} "
+                f"{ctx.get(key)})")
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        return (f"needs {'at least' if kind == 'too_short' else 'at most'} {bound} item(s); "
+                f"got {ctx.get('actual_length')}")
+    msg = clean_pydantic_text(err["msg"])
+    if kind.endswith(("_type", "_parsing")) or kind == "finite_number":
+        return f"{msg}; got {_short(value)}"
+    return msg
+
+
+def format_validation_error(exc: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """A pydantic ValidationError as 'FIELD: message (allowed: ...)' lines, no URLs."""
+    return "\n".join(f"  {_loc_text(tuple(err['loc']))}: {_message(err, root)}"
+                     for err in exc.errors())
+
+
+def _format_validation(exc: ValidationError, where: str) -> str:
+    return f"invalid study config {where}:\n" + format_validation_error(exc, StudyConfig)
+
+
+def parse_config(data: dict[str, Any], where: str = "", *, context: Any = None) -> StudyConfig:
+    """A study config from its TOML / recorded dict (``context=SHAPE_ONLY``: without the
+    engine's catalog, for a config the engine recorded)."""
+    try:
+        return StudyConfig.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, where)) from None
