@@ -296,13 +296,13 @@ class StatsCache:
         return cached
 
 
-def compute_gradient_l2(
-    lm: LoadedModel, ids: torch.Tensor, scale: float = GRADIENT_SCALE
-) -> dict[str, torch.Tensor]:
-    """sqrt(Σ_s (scale·∂L_s/∂W)²) per prunable weight; one backward per calibration sample.
+def weight_gradients(lm: LoadedModel, ids: torch.Tensor) -> Iterator[dict[str, torch.Tensor]]:
+    """Per calibration sample (one backward each), ∂L_s/∂W of every prunable weight as an
+    (out, in) fp32 CPU tensor, by layer name.
 
     Eval mode (no dropout, PITFALLS: OPT); only the prunable weights require grad, so the
-    embeddings' gradients are never materialised.
+    embeddings' gradients are never materialised. The model's grad flags and mode are restored
+    when the iteration ends, however it ends.
     """
     model = lm.model
     linears = lm.adapter.all_prunable_linears(model)
@@ -313,23 +313,32 @@ def compute_gradient_l2(
         p.requires_grad_(False)
     for lin in linears:
         lin.module.weight.requires_grad_(True)
-    acc = {lin.name: torch.zeros(lin.out_features, lin.in_features) for lin in linears}
     try:
         for s in range(ids.shape[0]):
             x = ids[s : s + 1].to(lm.device)
-            loss = model(x, labels=x, use_cache=False).loss
-            loss.backward()
+            model(x, labels=x, use_cache=False).loss.backward()
+            grads = {}
             for lin in linears:
                 g = lin.module.weight.grad
-                if lin.transposed:
-                    g = g.t()
-                acc[lin.name] += (g.float() * scale).pow(2).cpu()
+                grads[lin.name] = (g.t() if lin.transposed else g).float().cpu()
                 lin.module.weight.grad = None
+            yield grads
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
             p.grad = None
         model.train(was_training)
+
+
+def compute_gradient_l2(
+    lm: LoadedModel, ids: torch.Tensor, scale: float = GRADIENT_SCALE
+) -> dict[str, torch.Tensor]:
+    """sqrt(Σ_s (scale·∂L_s/∂W)²) per prunable weight (GBLM's G)."""
+    acc: dict[str, torch.Tensor] = {}
+    for grads in weight_gradients(lm, ids):
+        for name, g in grads.items():
+            square = (g * scale).pow(2)
+            acc[name] = acc[name] + square if name in acc else square
     return {k: v.sqrt() for k, v in acc.items()}
 
 

@@ -67,9 +67,14 @@ def save_tiny_model(arch: str, folder: Path, seed: int = 0,
     return folder
 
 
-def tiny_study_toml(model_dir: Path, *, methods: str = '["magnitude", "wanda"]',
-                    patterns: str = '["unstructured", "2:4"]', extra: str = "") -> str:
-    """A small study on a tiny model: 4 × 32 calibration tokens, two evaluation sets."""
+def tiny_inputs_toml(model_dir: Path, *, eval_n: int = 4, out_of_domain: bool = True) -> str:
+    """The [model], [calibration] (4 × 32 pydoc tokens) and [[evaluation]] tables of a small
+    study on a tiny model: in-domain pydoc text and, optionally, Hamlet."""
+    hamlet = f"""
+[[evaluation]]
+role = "out_of_domain"
+windows = {{ source = "shakespeare", split = "hamlet", seqlen = 64, n = {eval_n} }}
+""" if out_of_domain else ""
     return f"""
 [model]
 source = "{model_dir}"
@@ -81,12 +86,14 @@ n = 4
 
 [[evaluation]]
 role = "in_domain"
-windows = {{ source = "pydoc", seqlen = 64, n = 4, offset = 20000 }}
+windows = {{ source = "pydoc", seqlen = 64, n = {eval_n}, offset = 20000 }}
+{hamlet}"""
 
-[[evaluation]]
-role = "out_of_domain"
-windows = {{ source = "shakespeare", split = "hamlet", seqlen = 64, n = 4 }}
 
+def tiny_study_toml(model_dir: Path, *, methods: str = '["magnitude", "wanda"]',
+                    patterns: str = '["unstructured", "2:4"]', extra: str = "") -> str:
+    """A small grid study on a tiny model: 4 × 32 calibration tokens, two evaluation sets."""
+    return tiny_inputs_toml(model_dir) + f"""
 [grid]
 methods = {methods}
 sparsities = [0.5]

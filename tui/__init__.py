@@ -7,6 +7,6 @@ Importing this package is cheap: Textual and the app are imported when the TUI s
 
 from __future__ import annotations
 
-from .cli import main, run_tui
+from .launch import main, run_tui
 
 __all__ = ["main", "run_tui"]

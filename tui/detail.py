@@ -12,8 +12,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from prunestudio.schema import Candidate, column_titles
+from prunestudio.schema.expression_tree import render_tree
 
-from .exprtree import render_tree
 from .formatting import duration, layer_ratios, metric_value
 
 __all__ = ["CandidateDetail", "render_candidate", "spec_lines", "ratio_lines"]

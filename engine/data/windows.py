@@ -16,7 +16,7 @@ from functools import lru_cache
 import torch
 from prunestudio.engine.data.sources import load_text
 
-from prunestudio.schema.windows import WindowSpec
+from prunestudio.schema.window_spec import WindowSpec
 
 
 class WindowError(ValueError):

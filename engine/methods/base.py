@@ -24,7 +24,7 @@ from prunestudio.engine.masks import check_finite, mask_n_m, mask_per_matrix, ma
 from prunestudio.engine.models.adapters import PrunableLinear
 from pydantic import ValidationError
 
-from prunestudio.schema.options import MethodOptions
+from prunestudio.schema.method_options import MethodOptions
 
 
 @dataclass(frozen=True)

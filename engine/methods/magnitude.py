@@ -8,7 +8,7 @@ and the scope is part of the spec so every figure says which one it is.
 import torch
 from prunestudio.engine.methods.base import LayerInputs, ScoreMethod
 
-from prunestudio.schema.options import MagnitudeOptions
+from prunestudio.schema.method_options import MagnitudeOptions
 
 
 class Magnitude(ScoreMethod):

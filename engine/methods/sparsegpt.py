@@ -14,7 +14,7 @@ from prunestudio.engine.masks import check_finite, n_to_prune
 from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 
-from prunestudio.schema.options import SparseGPTOptions
+from prunestudio.schema.method_options import SparseGPTOptions
 
 
 class CholeskyError(RuntimeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prunestudio.engine.methods.base import MethodOptions, ShapeChangingMethod
 from prunestudio.engine.structured.importance import needs as importance_needs
 
-from prunestudio.schema.options import StructuredOptions
+from prunestudio.schema.method_options import StructuredOptions
 
 
 class Structured(ShapeChangingMethod):

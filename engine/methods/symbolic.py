@@ -18,7 +18,7 @@ from prunestudio.engine.symbolic.interpret import evaluate
 from prunestudio.engine.symbolic.parse import parse
 from prunestudio.engine.symbolic.tree import leaves_used
 
-from prunestudio.schema.options import SymbolicOptions
+from prunestudio.schema.method_options import SymbolicOptions
 
 
 class Symbolic(ScoreMethod):

@@ -17,7 +17,7 @@ from prunestudio.engine.structured.apply import StructuredInfo, is_structured, p
 from prunestudio.engine.structured.checks import check_structured_spec
 from prunestudio.engine.structured.export import ExportInfo, export_pruned, load_pruned
 from prunestudio.engine.structured.groups import StructureError
-from prunestudio.engine.structured.prune import unit_count
+from prunestudio.engine.structured.plan import unit_count
 
 __all__ = ["ExportInfo", "StructureError", "StructuredInfo", "check_structured_spec",
            "export_pruned", "is_structured", "load_pruned", "prune_structured", "unit_count"]

@@ -38,7 +38,7 @@ from prunestudio.engine.structured.importance import (
     needs,
     taylor_stats,
 )
-from prunestudio.engine.structured.prune import (
+from prunestudio.engine.structured.plan import (
     UNIT_NOUNS,
     Counts,
     StructuredPlan,
@@ -56,7 +56,7 @@ from prunestudio.engine.structured.prune import (
 )
 from torch import nn
 
-from prunestudio.schema.options import StructuredOptions
+from prunestudio.schema.method_options import StructuredOptions
 from prunestudio.schema.spec import CandidateSpec
 
 

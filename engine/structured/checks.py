@@ -12,7 +12,7 @@ from typing import Any
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.structured.apply import is_structured, structured_options
 from prunestudio.engine.structured.groups import block_groups
-from prunestudio.engine.structured.prune import (
+from prunestudio.engine.structured.plan import (
     CONFIG_KEY,
     count_params,
     plan_counts,

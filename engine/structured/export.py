@@ -28,7 +28,7 @@ import torch
 from prunestudio.engine.models.adapters import adapter_for
 from prunestudio.engine.models.loading import detach_gguf_quantizer
 from prunestudio.engine.structured.groups import StructureError, attention_groups, mlp_groups
-from prunestudio.engine.structured.prune import CONFIG_KEY, BlockPlan, StructuredPlan, shrink
+from prunestudio.engine.structured.plan import CONFIG_KEY, BlockPlan, StructuredPlan, shrink
 from torch import nn
 
 LOADER_SNIPPET = ("from prunestudio.engine.structured import load_pruned\n"

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from prunestudio.engine.calibration import StatsCache
+from prunestudio.engine.calibration import StatsCache, weight_gradients
 from prunestudio.engine.masks import check_finite
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.structured.groups import GroupSet, Member
 
-from prunestudio.schema.options import AGGREGATIONS, IMPORTANCES
+from prunestudio.schema.method_options import AGGREGATIONS, IMPORTANCES
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +69,15 @@ def compute_taylor_stats(lm: LoadedModel, ids: torch.Tensor,
                          progress: Callable[[int, int], None] | None = None,
                          ) -> dict[str, TaylorStats]:
     """G and F per prunable linear, one backward per calibration sample, model untouched."""
-    model = lm.model
-    linears = lm.adapter.all_prunable_linears(model)
-    was_training = model.training
-    model.eval()  # no dropout (OPT)
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for lin in linears:
-        lin.module.weight.requires_grad_(True)
-    grad = {lin.name: torch.zeros(lin.out_features, lin.in_features) for lin in linears}
-    fisher = {lin.name: torch.zeros(lin.out_features, lin.in_features) for lin in linears}
     n = ids.shape[0]
-    try:
-        for s in range(n):
-            x = ids[s : s + 1].to(lm.device)
-            model(x, labels=x, use_cache=False).loss.backward()
-            for lin in linears:
-                g = lin.module.weight.grad
-                g = (g.t() if lin.transposed else g).float().cpu()
-                grad[lin.name] += g
-                fisher[lin.name] += g * g
-                lin.module.weight.grad = None
-            if progress:
-                progress(s + 1, n)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
-            p.grad = None
-        model.train(was_training)
+    grad: dict[str, torch.Tensor] = {}
+    fisher: dict[str, torch.Tensor] = {}
+    for s, grads in enumerate(weight_gradients(lm, ids)):
+        for name, g in grads.items():
+            grad[name] = grad[name] + g if name in grad else g
+            fisher[name] = fisher[name] + g * g if name in fisher else g * g
+        if progress:
+            progress(s + 1, n)
     return {k: TaylorStats(grad[k] / n, fisher[k] / n) for k in grad}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prunestudio.engine.search.fitness import reused_metric
+from prunestudio.engine.search.fitness_reuse import reused_metric
 from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.study.proposers.base import Reuse
 

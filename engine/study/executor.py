@@ -135,7 +135,7 @@ def error_text(exc: BaseException) -> str:
 def run_job(ctx: StudyContext, job: Job, reporter: Reporter | None = None) -> CandidateResult:
     """Prune, (hash,) measure, restore. Raises on any failure (`InProcessExecutor.run` turns
     it into a failed result); `timings` and `info` gathered so far ride on the exception."""
-    from prunestudio.engine.search.fitness import zero_pattern_hash
+    from prunestudio.engine.search.fitness_reuse import zero_pattern_hash
 
     reporter = reporter or Reporter()
     spec = CandidateSpec.model_validate(job.spec)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from prunestudio.engine.symbolic.equivalence import rank_key, strip_rank_preserving
 from prunestudio.engine.symbolic.grammar import BINARY, COMMUTATIVE, LEAVES, UNARY
 from prunestudio.engine.symbolic.known import KNOWN_METRICS, known_metric
 from prunestudio.engine.symbolic.parse import parse
+from prunestudio.engine.symbolic.rank_key import rank_key, strip_rank_preserving
 from prunestudio.engine.symbolic.simplify import canonical_key, is_nonneg, simplify
 from prunestudio.engine.symbolic.tree import (
     ExpressionError,

@@ -22,7 +22,6 @@ engine recorded with ``context=SHAPE_ONLY``, without the engine.
 """
 
 from .catalog import SHAPE_ONLY, CatalogMissingError
-from .config import EvalSet, SearchSettings, StudySettings
 from .constants import (
     CANDIDATE_STATUSES,
     EVENT_LEVELS,
@@ -49,8 +48,9 @@ from .metrics import (
     metric_key,
     task_metric_title,
 )
-from .paths import default_store_path
 from .records import Artifact, Candidate, Event, Study, StudyCounts, Worker
+from .settings import EvalSettings, SearchSettings, StudySettings
+from .store_path import default_store_path
 
 __all__ = [
     "CANDIDATE_STATUSES",
@@ -72,7 +72,7 @@ __all__ = [
     "Artifact",
     "Candidate",
     "CatalogMissingError",
-    "EvalSet",
+    "EvalSettings",
     "Event",
     "Metric",
     "MetricIdentity",

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import StudySettings
 from .constants import (
     REFERENCE_METHODS,
     REFERENCE_ORIGINS,
@@ -24,6 +23,7 @@ from .constants import (
 )
 from .labels import realised_label, spec_label
 from .metrics import Metric, MetricIdentity, choose_primary
+from .settings import StudySettings
 
 __all__ = ["Artifact", "Candidate", "Event", "Study", "StudyCounts", "StudyState", "Worker"]
 

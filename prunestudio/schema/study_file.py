@@ -30,7 +30,7 @@ from pydantic import (
 from .catalog import catalog_for
 from .constants import SEARCH_KINDS, SEARCH_ROLE
 from .spec import CandidateSpec, Pattern
-from .windows import WindowSpec, with_default_split
+from .window_spec import WindowSpec, with_default_split
 
 __all__ = ["ConfigError", "EvalSet", "GridSection", "ModelSection", "SearchSection",
            "StudyConfig", "StudySection", "TasksSection", "clean_pydantic_text",
@@ -53,8 +53,10 @@ class StudySection(_Strict):
                       "random (random symbolic metrics, the GP's baseline), ...")
     seed: int = 0
     measurements: list[str] = Field(
-        default_factory=list, description="extra measurements of every grid candidate, by "
-        "name (modules of prunestudio/engine/study/measurements), e.g. block_sparsity")
+        default_factory=list, description="extra measurements, by name (modules of "
+        "prunestudio/engine/study/measurements), e.g. block_sparsity: of every grid candidate; "
+        "of a search's baselines and of each candidate it evaluates (after the fitness; a "
+        "candidate whose fitness is reused by mask equivalence is not measured)")
 
     @field_validator("kind")
     @classmethod

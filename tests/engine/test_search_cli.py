@@ -13,6 +13,7 @@ from cli_testlib import cli as _cli
 from cli_testlib import cli_error as _error
 from cli_testlib import start_until, statuses
 from prunestudio.store import open_store
+from tiny_models import tiny_inputs_toml
 
 
 def gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "gp",
@@ -22,19 +23,7 @@ def gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "
 name = "{name}"
 kind = "gp"
 seed = 2
-
-[model]
-source = "{model_dir}"
-
-[calibration]
-source = "pydoc"
-seqlen = 32
-n = 4
-
-[[evaluation]]
-role = "in_domain"
-windows = {{ source = "pydoc", seqlen = 64, n = 2, offset = 20000 }}
-
+""" + tiny_inputs_toml(model_dir, eval_n=2, out_of_domain=False) + f"""
 [search]
 population = 6
 iterations = 4

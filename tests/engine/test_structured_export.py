@@ -11,7 +11,7 @@ from engine_testlib import make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.structured import export_pruned, load_pruned, prune_structured
-from prunestudio.engine.structured.prune import layer_widths
+from prunestudio.engine.structured.plan import layer_widths
 from transformers import AutoModelForCausalLM
 
 from prunestudio.schema.spec import CandidateSpec

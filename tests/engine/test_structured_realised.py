@@ -231,7 +231,7 @@ def test_structure_key_equal_exactly_when_the_same_units_are_kept():
 def test_structure_key_counts_whole_kv_groups_as_their_heads():
     """kv_group units are keyed by the query and KV heads they remove, so a plan of the same
     kept heads under either unit numbering gives one key."""
-    from prunestudio.engine.structured.prune import (
+    from prunestudio.engine.structured.plan import (
         BlockPlan,
         StructuredPlan,
         kept_units,

@@ -12,7 +12,7 @@ from engine_testlib import make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.structured import StructureError, prune_structured
 from prunestudio.engine.structured.apply import plan_structured
-from prunestudio.engine.structured.prune import BlockPlan, StructuredPlan, mask, shrink
+from prunestudio.engine.structured.plan import BlockPlan, StructuredPlan, mask, shrink
 from structured_testlib import unit_param_count
 
 from prunestudio.schema.spec import CandidateSpec

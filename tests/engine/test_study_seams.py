@@ -18,6 +18,7 @@ from prunestudio.engine.study.executor import InProcessExecutor, Job
 from prunestudio.engine.study.measurements import measurement_names
 from prunestudio.engine.study.proposers import proposer_kinds
 from prunestudio.store import open_store
+from test_search_cli import gp_toml
 from tiny_models import tiny_study_toml
 
 from prunestudio.schema.spec import CandidateSpec
@@ -90,3 +91,18 @@ def test_a_measurement_module_is_asked_for_by_name(tmp_path, tiny_model_dirs, ll
     data["study"]["measurements"] = ["block_sparsty"]
     with pytest.raises(ConfigError, match="unknown measurement.*block_sparsity"):
         parse_config(data)
+
+
+def test_a_search_takes_the_studys_extra_measurements(tmp_path, tiny_model_dirs, llama):
+    data = tomllib.loads(gp_toml(tiny_model_dirs["llama"], budget=4))
+    data["study"]["measurements"] = ["block_sparsity"]
+    data["search"].update(population=4, iterations=0, finalists=1, baselines=["wanda"])
+    study_id, status = launch_study(parse_config(data), tmp_path / "gp.db", lm=llama)
+    with open_store(tmp_path / "gp.db", readonly=True) as store:
+        cands = store.candidates(study_id, with_metrics=True)
+    assert status == "finished"
+    measured = {c["id"] for c in cands for m in c["metrics"] if m["name"] == "block_sparsity"}
+    # the baseline and every really evaluated search candidate, nothing reused or skipped
+    expected = {c["id"] for c in cands if c["status"] == "done" and c["origin"] == "baseline"
+                or (c["info"] or {}).get("evaluation") == "real"}
+    assert len(expected) >= 3 and measured == expected

@@ -21,6 +21,21 @@ def _raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path)
 
 
+def _sqlite_file(path: Path, sql: str) -> Path:
+    """A plain SQLite file (not made by the store) after one statement."""
+    raw = _raw(path)
+    raw.execute(sql)
+    raw.close()
+    return path
+
+
+def _table_names(path: Path) -> list[str]:
+    raw = _raw(path)
+    names = [r[0] for r in raw.execute("SELECT name FROM sqlite_master")]
+    raw.close()
+    return names
+
+
 def test_migrations_create_schema_and_record_version(store: Store, db_path: Path) -> None:
     assert db_path.is_file()  # parent folder "runs/" was created
     names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -78,14 +93,11 @@ def test_newer_schema_refused(db_path: Path, readonly: bool) -> None:
 
 
 def test_newer_schema_refused_before_anything_is_applied(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    raw = _raw(path)
-    raw.execute("PRAGMA user_version = 5")
-    raw.close()
+    path = _sqlite_file(tmp_path / "future.db", "PRAGMA user_version = 5")
     with pytest.raises(SchemaTooNewError, match="schema version 5"):
         open_store(path)
+    assert _table_names(path) == []
     raw = _raw(path)
-    assert raw.execute("SELECT name FROM sqlite_master").fetchall() == []
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
     raw.close()
 
@@ -113,15 +125,10 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 
 def test_foreign_sqlite_file_left_alone(tmp_path: Path) -> None:
-    other = tmp_path / "other.db"
-    raw = _raw(other)
-    raw.execute("CREATE TABLE photos (id INTEGER)")
-    raw.close()
+    other = _sqlite_file(tmp_path / "other.db", "CREATE TABLE photos (id INTEGER)")
     with pytest.raises(StoreError, match="not a Prune Studio store.*photos"):
         open_store(other)
-    raw = _raw(other)
-    assert [r[0] for r in raw.execute("SELECT name FROM sqlite_master")] == ["photos"]
-    raw.close()
+    assert _table_names(other) == ["photos"]
 
 
 def test_readonly_store_refuses_writes(db_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from prunestudio.tui.app import PruneStudioApp
 from prunestudio.tui.dialogs import ConfirmCancel, ExportDialog
 from prunestudio.tui.studies_screen import StudiesScreen, StudiesTableWidget
 from prunestudio.tui.study_screen import CandidateScreen, CandidateTableWidget, StudyScreen
+from textual.pilot import Pilot
 from tui_helpers import async_test, press, screen_text, settle, table_column
 
 MakeApp = Callable[..., PruneStudioApp]
@@ -25,6 +27,17 @@ async def _open_gp(pilot) -> StudyScreen:  # type: ignore[no-untyped-def]
     screen = pilot.app.screen
     assert isinstance(screen, StudyScreen) and screen.study.name == "prunerzero-gp"
     return screen
+
+
+@asynccontextmanager
+async def _gp_study(make_app: MakeApp, size: tuple[int, int]
+                    ) -> AsyncIterator[tuple[PruneStudioApp, Pilot, StudyScreen,
+                                             CandidateTableWidget]]:
+    """The demo GP study's screen at this terminal size: (app, pilot, screen, its table)."""
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        screen = await _open_gp(pilot)
+        yield app, pilot, screen, screen.query_one(CandidateTableWidget)
 
 
 @async_test
@@ -49,10 +62,7 @@ async def test_studies_screen(make_app: MakeApp) -> None:
 
 @async_test
 async def test_navigation_with_keys_only(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
-        table = screen.query_one(CandidateTableWidget)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         assert table.row_count == 24 and table.has_focus
         await press(pilot, "down", "enter")
         assert isinstance(app.screen, CandidateScreen)
@@ -69,10 +79,7 @@ async def test_navigation_with_keys_only(make_app: MakeApp) -> None:
 
 @async_test
 async def test_sort_by_metric_and_reverse(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await _open_gp(pilot)
-        table = screen.query_one(CandidateTableWidget)
+    async with _gp_study(make_app, (120, 40)) as (app, pilot, screen, table):
         primary = screen.view.primary
         # a GP study is ranked by its search fitness (Study.primary_role 'search')
         assert primary is not None and primary.title == "ppl search·p"
@@ -102,10 +109,7 @@ async def test_sort_by_metric_and_reverse(make_app: MakeApp) -> None:
 
 @async_test
 async def test_filter_by_status_and_origin(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
-        table = screen.query_one(CandidateTableWidget)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         await press(pilot, "f")  # running
         assert table_column(table, "status") == ["running"]
         await press(pilot, "f")  # pending
@@ -139,9 +143,7 @@ async def test_paging(make_app: MakeApp) -> None:
 
 @async_test
 async def test_detail_pane_follows_cursor(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        screen = await _open_gp(pilot)
+    async with _gp_study(make_app, (120, 40)) as (app, pilot, screen, table):
         assert screen.query_one("#side").display
         await press(pilot, "down", "down", "down", "down", "down", "down")
         text = screen_text(app)
@@ -155,9 +157,7 @@ async def test_detail_pane_follows_cursor(make_app: MakeApp) -> None:
 
 @async_test
 async def test_export_command_copied(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         await press(pilot, "down", "x")
         assert isinstance(app.screen, ExportDialog)
         cid = screen.query_one(CandidateTableWidget).cursor_id
@@ -209,9 +209,7 @@ class _GatedFeed:
 async def test_poll_asked_during_a_poll_is_not_lost(make_app: MakeApp, demo_db: Path) -> None:
     """A cancel written while a poll is in flight (it read before the write) must still show:
     the refresh asked for meanwhile runs after the poll, it is not dropped."""
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         studies = next(s for s in app.screen_stack if isinstance(s, StudiesScreen))
         for target in (screen, studies):
             target.feed = _GatedFeed(target.feed)
@@ -231,10 +229,7 @@ async def test_poll_asked_during_a_poll_is_not_lost(make_app: MakeApp, demo_db: 
 
 @async_test
 async def test_live_update_keeps_cursor_and_scroll(make_app: MakeApp, demo_db: Path) -> None:
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
-        table = screen.query_one(CandidateTableWidget)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         await press(pilot, *["down"] * 15)
         cursor, scroll = table.cursor_id, table.scroll_y
         assert scroll > 0
@@ -258,9 +253,7 @@ async def test_live_update_keeps_cursor_and_scroll(make_app: MakeApp, demo_db: P
 
 @async_test
 async def test_command_palette_filters(make_app: MakeApp) -> None:
-    app = make_app()
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_gp(pilot)
+    async with _gp_study(make_app, (80, 24)) as (app, pilot, screen, table):
         titles = [c.title for c in app.get_system_commands(screen)]
         for wanted in ("Sort by ppl in", "Export command", "Cancel study", "Show only failed",
                        "Show only origin crossover", "Next page", "Quit"):

@@ -1,36 +1,15 @@
-"""Pure parts of the TUI: expression trees, formatting, the sorted view. (Labels, metric
-identities and the primary metric are the schema's: tests/schema.)"""
+"""Pure parts of the TUI: formatting, the sorted view. (Labels, metric identities, the primary
+metric and expression trees are the schema's: tests/schema.)"""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-from prunestudio.tui.exprtree import ExpressionSyntaxError, parse_expression, render_tree
 from prunestudio.tui.feed import PollLatch
 from prunestudio.tui.formatting import bar, duration, eta, layer_ratios, metric_value
 from prunestudio.tui.model import CandRow, MetricColumn
 from prunestudio.tui.view import CandidateView
-
-
-def test_expression_tree_pretty_print() -> None:
-    assert render_tree("mul(sqr(W),mms(G))") == "\n".join([
-        "mul",
-        "├── sqr",
-        "│   └── W",
-        "└── mms",
-        "    └── G",
-    ])
-    tree = parse_expression(" add( mul(abs(W), sqrt(X)) , 0.5 )")
-    assert str(tree) == "add(mul(abs(W),sqrt(X)),0.5)"
-    assert (tree.depth, tree.size) == (4, 7)
-
-
-@pytest.mark.parametrize("text", ["", "mul(W", "mul(W,)", "mul W", "mul(W))", "a+b", "(W)"])
-def test_expression_tree_rejects_malformed(text: str) -> None:
-    with pytest.raises(ExpressionSyntaxError):
-        parse_expression(text)
-    assert "not shown as a tree" in render_tree(text)
 
 
 def test_formatting() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prunestudio.engine.data.windows import WindowError, build_windows, check_disjoint
 from prunestudio.engine.evaluate.perplexity import perplexity
-from prunestudio.engine.search.fitness import check_fitness
+from prunestudio.engine.search.fitness_reuse import check_fitness
 from prunestudio.engine.study.context import EvalWindows, StudyContext
 from prunestudio.engine.study.measurements.base import Measurement, Metric, NoSettings
 

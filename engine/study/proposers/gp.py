@@ -23,7 +23,7 @@ import random
 
 from prunestudio.engine.search.base import _Batch
 from prunestudio.engine.search.state import Individual, SearchHistory
-from prunestudio.engine.study.proposers.symbolic import (
+from prunestudio.engine.study.proposers.symbolic_search import (
     MAX_TRIES_PER_PROPOSAL,
     SymbolicSearch,
     generation_rng,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prunestudio.engine.search.base import _Batch
 from prunestudio.engine.search.state import SearchHistory
-from prunestudio.engine.study.proposers.symbolic import (
+from prunestudio.engine.study.proposers.symbolic_search import (
     MAX_TRIES_PER_PROPOSAL,
     SymbolicSearch,
     generation_rng,

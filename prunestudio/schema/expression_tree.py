@@ -1,7 +1,8 @@
 """Parse and pretty-print the canonical text of a symbolic metric, e.g. ``mul(sqr(W),mms(G))``.
 
-Display only: the TUI never evaluates an expression (that is the engine's job), so this parser
-just builds a tree of names and prints it with box-drawing branches::
+Display only, for the TUI and the web app: a reader never evaluates an expression (that is the
+engine's interpreter, ``prunestudio.engine.symbolic``), so this parser just builds a tree of
+names and numbers and prints it with box-drawing branches::
 
     mul
     ├── sqr

@@ -57,8 +57,11 @@ __all__ = ["MAX_TRIES_PER_PROPOSAL", "SymbolicSearch", "generation_rng", "ramped
 class SymbolicSearch(Proposer):
     """Proposes symbolic metrics generation by generation (see the module docstring)."""
 
-    def __init__(self, settings: SearchSection, seed: int) -> None:
+    def __init__(self, settings: SearchSection, seed: int,
+                 measurements: list[str] | None = None) -> None:
         self.settings, self.seed = settings, seed
+        # the study's extra measurements ([study] measurements), after the fitness
+        self.extra = [{"name": name} for name in measurements or ()]
         self.budget = settings.real_budget
         self.last_rejected = 0  # duplicates rejected by the last `proposals`
         self.history = SearchHistory()
@@ -71,7 +74,7 @@ class SymbolicSearch(Proposer):
 
     @classmethod
     def from_config(cls, config) -> SymbolicSearch:
-        return cls(config.search, config.study.seed)
+        return cls(config.search, config.study.seed, config.study.measurements)
 
     # -- the pure proposal function ------------------------------------------------------------
 
@@ -187,8 +190,8 @@ class SymbolicSearch(Proposer):
         if not ind.is_search:  # a baseline: search split and the full evaluation sets
             return Job(ind.id, item.candidate["spec"], [
                 {"name": "sparsity"}, {"name": "fitness", "settings": {"check_finite": False}},
-                {"name": "perplexity", "settings": {"protocol": {"stage": "baseline"}}}],
-                hash_masks=True)
+                {"name": "perplexity", "settings": {"protocol": {"stage": "baseline"}}},
+                *self.extra], hash_masks=True)
         if self.history.real_evaluations >= self.budget:
             return Skip(f"not evaluated: the budget of {self.budget} real evaluations was "
                         "reached", {"budget": self.budget})
@@ -201,7 +204,8 @@ class SymbolicSearch(Proposer):
         if ref is not None:
             info = {**info, **self.description.get("identity", {}), "label": spec.label}
             return self._reuse(ind, ref, "rank_key", ref.mask_hash, info)
-        return Job(ind.id, spec.canonical(), [{"name": "sparsity"}, {"name": "fitness"}],
+        return Job(ind.id, spec.canonical(), [{"name": "sparsity"}, {"name": "fitness"},
+                                              *self.extra],
                    hash_masks=True, equivalent_masks=known_masks(self.history, mode), info=info,
                    done_info={"evaluation": "real"})
 

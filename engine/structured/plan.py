@@ -33,7 +33,7 @@ from prunestudio.engine.structured.groups import (
 )
 from torch import nn
 
-from prunestudio.schema.options import StructuredOptions
+from prunestudio.schema.method_options import StructuredOptions
 
 CONFIG_KEY = "prunestudio_structured"
 FORMAT = 1

@@ -16,7 +16,7 @@ from typing import Any
 
 from .constants import SEARCH_KINDS, SEARCH_ROLE
 
-__all__ = ["EvalSet", "SearchSettings", "StudySettings"]
+__all__ = ["EvalSettings", "SearchSettings", "StudySettings"]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -24,7 +24,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class EvalSet:
+class EvalSettings:
     """One perplexity evaluation of a study: its role, fidelity and windows."""
 
     role: str
@@ -32,7 +32,7 @@ class EvalSet:
     windows: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
-    def of(cls, data: Mapping[str, Any]) -> EvalSet:
+    def of(cls, data: Mapping[str, Any]) -> EvalSettings:
         return cls(role=str(data["role"]), fidelity=str(data.get("fidelity") or "full"),
                    windows=_mapping(data.get("windows")))
 
@@ -63,7 +63,7 @@ class StudySettings:
 
     kind: str | None = None
     seed: int | None = None
-    evaluation: tuple[EvalSet, ...] = ()
+    evaluation: tuple[EvalSettings, ...] = ()
     search: SearchSettings | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
 
@@ -72,7 +72,7 @@ class StudySettings:
         """From the config dict a study recorded (``kind`` from the study row wins)."""
         data = _mapping(config)
         study = _mapping(data.get("study"))
-        evaluation = tuple(EvalSet.of(e) for e in data.get("evaluation") or ()
+        evaluation = tuple(EvalSettings.of(e) for e in data.get("evaluation") or ()
                            if isinstance(e, Mapping) and e.get("role"))
         search = data.get("search")
         return cls(kind=kind or study.get("kind"), seed=study.get("seed"),
