@@ -89,7 +89,7 @@ def test_paper_defaults_and_example_configs_parse():
     ({"baselines": ["wandaa"]}, {}, ["search.baselines", "unknown method 'wandaa'"]),
     ({"calibration": "fast"}, {}, ["search.calibration", "'dense' or 'sequential'"]),
     ({"pattern": "4:4"}, {}, ["search.pattern", "0 < N < M"]),
-    ({}, {"study": {"kind": "gpp"}}, ["study.kind", "'grid', 'gp' or 'random'", "'gpp'"]),
+    ({}, {"study": {"kind": "gpp"}}, ["study.kind", "unknown study kind 'gpp'; allowed: gp, grid, random"]),
     ({}, {"study": {"kind": "grid"}}, ["[search] is for study.kind = 'gp' or 'random'"]),
     (None, {"grid": {"methods": ["wanda"]}}, ["takes no grid.methods", "search.baselines"]),
     (None, {"evaluation": [{"role": "search", "windows": {"source": "pydoc", "n": 2}}]},
