@@ -107,3 +107,24 @@ def slow_study_toml(model_dir: Path) -> str:
     methods × two patterns) that a signal sent while one is running lands inside it."""
     return tiny_study_toml(model_dir, methods='["magnitude", "wanda", "sparsegpt"]').replace(
         "seqlen = 64, n = 4, offset = 20000", "seqlen = 128, n = 64, offset = 20000")
+
+
+def tiny_gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "gp",
+                 extra: str = "") -> str:
+    """A small GP search (seed 2) on a tiny model: population 6, 4 iterations, 2 finalists."""
+    return f"""
+[study]
+name = "{name}"
+kind = "gp"
+seed = 2
+""" + tiny_inputs_toml(model_dir, eval_n=2, out_of_domain=False) + f"""
+[search]
+population = 6
+iterations = 4
+budget = {budget}
+top_k = 4
+seed_metrics = ["wanda"]
+split = {{ source = "pydoc", seqlen = 64, n = {split_n}, offset = 4000 }}
+finalists = 2
+{extra}
+"""

@@ -25,7 +25,7 @@ from prunestudio.engine.symbolic import (
 
 from prunestudio.schema.study_file import ConfigError, SearchSection, parse_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 BASE = {
     "study": {"kind": "gp", "seed": 3},

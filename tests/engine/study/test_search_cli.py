@@ -13,27 +13,7 @@ from cli_testlib import cli as _cli
 from cli_testlib import cli_error as _error
 from cli_testlib import start_until, statuses
 from prunestudio.store import open_store
-from tiny_models import tiny_inputs_toml
-
-
-def gp_toml(model_dir: Path, *, split_n: int = 2, budget: int = 8, name: str = "gp",
-            extra: str = "") -> str:
-    return f"""
-[study]
-name = "{name}"
-kind = "gp"
-seed = 2
-""" + tiny_inputs_toml(model_dir, eval_n=2, out_of_domain=False) + f"""
-[search]
-population = 6
-iterations = 4
-budget = {budget}
-top_k = 4
-seed_metrics = ["wanda"]
-split = {{ source = "pydoc", seqlen = 64, n = {split_n}, offset = 4000 }}
-finalists = 2
-{extra}
-"""
+from tiny_models import tiny_gp_toml as gp_toml
 
 
 def _record(cands: list[dict]) -> list[tuple]:

@@ -18,8 +18,7 @@ from prunestudio.engine.study.executor import InProcessExecutor, Job
 from prunestudio.engine.study.measurements import measurement_names
 from prunestudio.engine.study.proposers import proposer_kinds
 from prunestudio.store import open_store
-from test_search_cli import gp_toml
-from tiny_models import tiny_study_toml
+from tiny_models import tiny_gp_toml, tiny_study_toml
 
 from prunestudio.schema.spec import CandidateSpec
 from prunestudio.schema.study_file import ConfigError, parse_config
@@ -94,7 +93,7 @@ def test_a_measurement_module_is_asked_for_by_name(tmp_path, tiny_model_dirs, ll
 
 
 def test_a_search_takes_the_studys_extra_measurements(tmp_path, tiny_model_dirs, llama):
-    data = tomllib.loads(gp_toml(tiny_model_dirs["llama"], budget=4))
+    data = tomllib.loads(tiny_gp_toml(tiny_model_dirs["llama"], budget=4))
     data["study"]["measurements"] = ["block_sparsity"]
     data["search"].update(population=4, iterations=0, finalists=1, baselines=["wanda"])
     study_id, status = launch_study(parse_config(data), tmp_path / "gp.db", lm=llama)
