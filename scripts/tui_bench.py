@@ -32,21 +32,10 @@ from typing import Any
 
 from prunestudio.store import Store, open_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from store_builders import random_expression  # noqa: E402
+
 __all__ = ["build_big_store", "main"]
-
-_LEAVES = ("W", "G", "X")
-_UNARY = ("sqr", "sqrt", "abs", "mms", "zsn", "log", "exp", "tanh", "norm1", "norm2")
-_BINARY = ("add", "sub", "mul", "div")
-
-
-def _expression(rng: random.Random, depth: int) -> str:
-    if depth == 0 or rng.random() < 0.2:
-        return rng.choice(_LEAVES)
-    if rng.random() < 0.4:
-        return f"{rng.choice(_UNARY)}({_expression(rng, depth - 1)})"
-    return (f"{rng.choice(_BINARY)}({_expression(rng, depth - 1)},"
-            f"{_expression(rng, depth - 1)})")
-
 
 def _metrics(value: float, full: bool) -> list[dict[str, Any]]:
     out = [{"name": "ppl", "value": value, "dataset": "pydoc", "split": "all", "seqlen": 128,
@@ -69,7 +58,7 @@ def add_candidates(store: Store, study: int, rng: random.Random, start: int, cou
         spec = {"method": "symbolic", "sparsity": round(0.5 + i * 1e-7, 7),
                 "pattern": {"kind": "unstructured", "n": None, "m": None},
                 "layer_ratios": "uniform", "owl": None, "calibration": {"mode": "dense"},
-                "options": {"expression": _expression(rng, 4), "scope": "row"}}
+                "options": {"expression": random_expression(rng, 4), "scope": "row"}}
         origin = "random" if i < 50 else rng.choice(("mutation", "crossover"))
         cid, _ = store.add_candidate(study, spec, origin=origin, generation=i // 50,
                                      parents=None if i < 50 else [rng.randrange(1, i)])

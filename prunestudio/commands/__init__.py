@@ -17,10 +17,11 @@ from prunestudio.commands import (
     show,
     studies,
     tui,
+    web,
 )
 from prunestudio.commands import eval as eval_command
 
 # in the order `prunestudio --help` lists them
-COMMANDS = (run, prune, studies, show, export, eval_command, bench, backup, methods, tui)
+COMMANDS = (run, prune, studies, show, export, eval_command, bench, backup, methods, tui, web)
 
 __all__ = ["COMMANDS"]

@@ -24,10 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 from prunestudio.store import Store, open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: store_builders
 from prunestudio.tui.machine import GpuInfo, GpuProcess, MachineSnapshot
+from store_builders import canonical_spec  # noqa: E402
+from store_builders import fixed_clock as shared_fixed_clock  # noqa: E402
 
 __all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "demo_specs",
            "fixed_clock", "spec"]
@@ -45,42 +48,18 @@ DEMO_MACHINE = MachineSnapshot(  # fixed machine-panel figures for screenshots a
 
 @contextmanager
 def fixed_clock(start: float = DEMO_START, step: float = 7.0) -> Iterator[SimpleNamespace]:
-    """Make the store's timestamps deterministic: each write reads a clock that advances by
-    ``step`` seconds per call (``clock.now`` may be moved by hand)."""
-    from prunestudio.store import db as store_db
-
-    clock = SimpleNamespace(now=start)
-
-    def tick() -> float:
-        clock.now += step
-        return clock.now
-
-    with mock.patch.object(store_db, "time", SimpleNamespace(time=tick)):
+    """The shared deterministic store clock, from the demo's start."""
+    with shared_fixed_clock(start, step) as clock:
         yield clock
 
 
-_UNSTRUCTURED = {"kind": "unstructured", "n": None, "m": None}
-_NM = {"kind": "nm", "n": 2, "m": 4}
-# each method's options with their defaults filled in, as the engine records them
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "dense": {}, "wanda": {}, "gblm": {},
-    "magnitude": {"scope": "matrix", "ties": "index"},
-    "sparsegpt": {"blocksize": 128, "damp": 0.01},
-    "symbolic": {"scope": "row"},
-    "structured": {"importance": "taylor_first", "aggregation": "sum", "ratio": "params",
-                   "attention_unit": "kv_group", "attention": True, "mlp": True,
-                   "block_start": 0, "block_end": None, "attention_ratios": None,
-                   "mlp_ratios": None, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "seed": 0},
-}
 _SPECS: list[dict[str, Any]] = []  # every spec written, for the validity test
 
 
 def spec(method: str, sparsity: float = 0.0, *, nm: bool = False, calibration: str = "sequential",
          **options: Any) -> dict[str, Any]:
     """A candidate spec in the engine's canonical form (``CandidateSpec(...).canonical()``)."""
-    out = {"method": method, "sparsity": sparsity, "pattern": dict(_NM if nm else _UNSTRUCTURED),
-           "layer_ratios": "uniform", "owl": None, "calibration": {"mode": calibration},
-           "options": {**_OPTIONS[method], **options}}
+    out = canonical_spec(method, sparsity, nm=nm, calibration=calibration, **options)
     _SPECS.append(out)
     return out
 
