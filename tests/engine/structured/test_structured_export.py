@@ -1,5 +1,7 @@
 """Export of structurally pruned models: plain `from_pretrained` when the config can express the
-widths, the one-call `load_pruned` otherwise; the reloaded logits equal the in-memory ones."""
+widths; otherwise `from_pretrained(..., trust_remote_code=True)` through the folder's own
+modeling file (test_structured_remote_code.py) or the one-call `load_pruned` (also for folders
+written without remote code); the reloaded logits equal the in-memory ones."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import torch
 from engine_testlib import make_lm, random_ids
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.models.loading import load_model
-from prunestudio.engine.structured import export_pruned, load_pruned, prune_structured
+from prunestudio.engine.structured import (
+    StructureError,
+    export_pruned,
+    load_pruned,
+    prune_structured,
+)
 from prunestudio.engine.structured.plan import layer_widths
 from transformers import AutoModelForCausalLM
 
@@ -66,9 +73,10 @@ def test_non_plain_widths_need_and_get_the_one_call_loader(arch, options, tmp_pa
     ids = random_ids(2, 20, seed=3)
     want = _logits(pruned.model, ids)
     out = export_pruned(pruned.model, None, tmp_path / "m")
+    assert out.remote_code and "trust_remote_code=True" in out.how_to_load
     assert "load_pruned" in (tmp_path / "m" / "prunestudio_load.txt").read_text()
     with pytest.raises(Exception, match="(?i)size|shape"):  # plain loading fails loudly
-        AutoModelForCausalLM.from_pretrained(out.path)
+        AutoModelForCausalLM.from_pretrained(out.path)  # (without trust_remote_code)
     reloaded = load_pruned(out.path)
     assert not reloaded.training
     assert torch.equal(_logits(reloaded, ids), want)
@@ -84,6 +92,33 @@ def test_uniform_mlp_only_pruning_is_plain_for_every_family(arch, tmp_path):
     out = export_pruned(pruned.model, None, tmp_path / "m")
     reloaded = AutoModelForCausalLM.from_pretrained(out.path)
     assert torch.equal(_logits(reloaded, ids), _logits(pruned.model, ids))
+
+
+def test_without_remote_code_the_folder_is_as_before_and_load_pruned_loads_it(tmp_path):
+    """`remote_code=False` writes what exports wrote before the remote code existed: no
+    modeling file, no auto_map; `load_pruned` (backward compatible) loads it."""
+    lm = make_lm("llama", seed=4)
+    pruned, info = _prune(lm, 0.0, importance="l1", attention_ratios=[0.0, 0.5],
+                          mlp_ratios=[0.5, 0.0])
+    out = export_pruned(pruned.model, None, tmp_path / "m", remote_code=False, card={})
+    assert not out.remote_code and out.loader == "prunestudio"
+    assert out.how_to_load.startswith("from prunestudio.engine.structured import load_pruned")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "auto_map" not in cfg and "pruned_widths" not in cfg
+    assert not (tmp_path / "m" / "modeling_prunestudio.py").exists()
+    card = json.loads((tmp_path / "m" / "prunestudio.json").read_text())
+    assert card["load"]["loader"] == "prunestudio"
+    ids = random_ids(1, 16, seed=5)
+    assert torch.equal(_logits(load_pruned(out.path), ids), _logits(pruned.model, ids))
+
+
+def test_export_refuses_a_model_its_config_entry_does_not_describe(tmp_path):
+    lm = make_lm("llama", seed=4)
+    pruned, _ = _prune(lm, 0.0, importance="l1", mlp_ratios=[0.5, 0.0])
+    entry = pruned.model.config.prunestudio_structured
+    pruned.model.config.prunestudio_structured = {**entry, "layers": entry["original_layers"]}
+    with pytest.raises(StructureError, match="records widths"):
+        export_pruned(pruned.model, None, tmp_path / "m")
 
 
 def test_export_refuses_a_non_empty_folder(tmp_path):
