@@ -7,10 +7,12 @@
     info.realised_label, info.structure_key, info.metrics()  # what was really removed
     export_pruned(pruned_lm.model, pruned_lm.tokenizer, "out/")
     model = load_pruned("out/")        # any exported model, uniform widths or not
+    # or, without Prune Studio: AutoModelForCausalLM.from_pretrained("out/",
+    #                                                     trust_remote_code=True)
 
-Modules: groups (coupled units per architecture), importance (scores), prune (selection,
-shrink, config, realised ratios, structure key), run (prune_structured), checks
-(check_structured_spec), export (save / load).
+Modules: groups (coupled units per architecture), importance (scores), plan (selection,
+shrink, config, realised ratios, structure key), apply (prune_structured), checks
+(check_structured_spec), export (save / load; the shipped modeling_prunestudio.py).
 """
 
 from prunestudio.engine.structured.apply import StructuredInfo, is_structured, prune_structured
