@@ -178,8 +178,13 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
             # a thread with its own connection beats every few seconds, so a study whose
             # process died (kill -9) shows as stale in `studies` and the TUI
             with Heartbeat(store.path, worker, study_id, timeout=lock_timeout):
-                return study_id, run_recorded(store, study_id, config, reporter, ctx=ctx,
-                                              resumed=study is not None, worker=worker)
+                status = run_recorded(store, study_id, config, reporter, ctx=ctx,
+                                      resumed=study is not None, worker=worker)
+                if status == "finished" and config.recovery is not None:
+                    from prunestudio.engine.recovery import recover_candidates
+
+                    recover_candidates(store, study_id, config.recovery, ctx, reporter)
+                return study_id, status
         except KeyboardInterrupt as exc:
             signame = signal_name(exc)
             detail = ""

@@ -10,6 +10,7 @@ seq N has seen everything up to N (what makes the ``*_since`` cursors in ``queri
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 import sqlite3
@@ -56,6 +57,7 @@ from .records import (
     study_record,
 )
 from .schema import (
+    READABLE_FROM,
     SCHEMA_VERSION,
     apply_migrations,
     pending_migrations,
@@ -738,6 +740,42 @@ class Store:
             )
             return int(cur.lastrowid or 0)
 
+    # -- predictor fits (the accuracy-predictor search) --------------------------------------
+
+    @guarded
+    def add_predictor_fit(self, study_id: int, *, round: int, target: str,
+                          payload: Mapping[str, Any]) -> int:
+        """Record a fitted predictor of a study (one per round and target; a second fit of
+        the same round and target replaces the first); return its id."""
+        _text(target, "predictor target")
+        text = _opt_json(payload, "predictor fit payload") or "{}"
+        n_train = _opt_int(payload.get("n_train", 0), "n_train") or 0
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO predictor_fits (study_id, round, target, n_train, payload,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (study_id, round, target) DO UPDATE SET"
+                " n_train = excluded.n_train, payload = excluded.payload,"
+                " created_at = excluded.created_at",
+                (study_id, int(round), target, n_train, text, time.time()),
+            )
+            (fid,) = c.execute("SELECT id FROM predictor_fits WHERE study_id = ? AND round = ?"
+                               " AND target = ?", (study_id, int(round), target)).fetchone()
+            return int(fid)
+
+    @guarded
+    def predictor_fits(self, study_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
+        """The study's fitted predictors (id > `after_id`), by round then target, as plain
+        dicts (id, study_id, round, target, n_train, payload: dict, created_at). A store from
+        before schema version 2 has none."""
+        if "predictor_fits" not in table_names(self.conn):
+            return []
+        out = rows(self.conn, "SELECT * FROM predictor_fits WHERE study_id = ? AND id > ?"
+                   " ORDER BY round, target, id", (study_id, int(after_id)))
+        for r in out:
+            r["payload"] = json.loads(r["payload"])
+        return out
+
     @guarded
     def add_artifact(
         self, candidate_id: int, *, kind: str, path: str | os.PathLike[str],
@@ -837,7 +875,7 @@ def _check_version(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
                 f"(tables: {', '.join(sorted(others)[:10])}); refusing to add tables to it",
                 path=path,
             )
-    elif readonly and found < SCHEMA_VERSION:
+    elif readonly and found < READABLE_FROM:
         raise StoreError(
             f"store {path} has schema version {found}, older than this prunestudio's "
             f"{SCHEMA_VERSION}; open it once read-write to upgrade it", path=path,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # sqlite_utils imports pandas when present (~0.3 s): only loa
 
 __all__ = [
     "SCHEMA_VERSION",
+    "READABLE_FROM",
     "MIGRATION_SET",
     "get_migrations",
     "stored_schema_version",
@@ -26,7 +27,10 @@ __all__ = [
     "table_names",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The oldest version a read-only open accepts: every later migration only adds tables, and a
+# read of a table a store does not have yet returns nothing (e.g. `Store.predictor_fits`).
+READABLE_FROM = 1
 MIGRATION_SET = "prunestudio"
 
 # Key columns of `metrics` are NOT NULL: a missing dataset/split/fidelity/role is stored as ''
@@ -142,8 +146,32 @@ def m001_initial(db: Database) -> None:
     _set_version(db, 1)
 
 
+# v2: the accuracy-predictor search's fitted predictors, one row per (study, round, target):
+# the payload is the fit's JSON (training size, hyper-parameters, fit quality on held-out folds,
+# out-of-fold predictions per candidate, gain importances, the narrowed ranges, the LightGBM
+# model text). A resumed study that fits a round again replaces its row.
+_PREDICTOR_FITS_V2 = """
+CREATE TABLE predictor_fits (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+    round INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    n_train INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (study_id, round, target)
+);
+"""
+
+
+def m002_predictor_fits(db: Database) -> None:
+    db.executescript(_PREDICTOR_FITS_V2)
+    _set_version(db, 2)
+
+
 # In order; the name is what `_sqlite_migrations` records.
-_STEPS: list[tuple[str, Callable[[Database], None]]] = [("m001_initial", m001_initial)]
+_STEPS: list[tuple[str, Callable[[Database], None]]] = [
+    ("m001_initial", m001_initial), ("m002_predictor_fits", m002_predictor_fits)]
 _MIGRATIONS: Migrations | None = None
 
 

@@ -27,6 +27,21 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _quiet_switches_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that runs the CLI in-process with --quiet sets the libraries' quiet switches in
+    os.environ (``engine/quiet.py``, for the rest of that process): undo them after each test,
+    so later tests' subprocesses start as a user's would."""
+    from prunestudio.engine.quiet import QUIET_ENV
+
+    for key in QUIET_ENV:
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])
+        else:  # setenv records "absent" for the undo (delenv of a missing key records nothing)
+            monkeypatch.setenv(key, "")
+            monkeypatch.delenv(key)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tiny_models import save_tiny_model

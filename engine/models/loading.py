@@ -439,10 +439,17 @@ def _load_pretrained(found: ModelSource, dtype: torch.dtype):
 
 
 def model_fingerprint(model: nn.Module, source: str) -> str:
-    """A cheap, content-based identity for cache keys: config plus a sample of every parameter."""
+    """A cheap, content-based identity for cache keys and recorded candidates: the source, the
+    config and a sample of every parameter.
+
+    The config's ``_name_or_path`` is left out: it names the folder the weights were read from,
+    which differs between the first load of a GGUF (dequantized) and every later load (from the
+    cached fp32 copy) of the same weights."""
     h = hashlib.sha256()
     h.update(source.encode())
-    h.update(model.config.to_json_string(use_diff=False).encode())
+    config = model.config.to_dict()
+    config.pop("_name_or_path", None)
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in model.named_parameters():
             flat = p.detach().reshape(-1)

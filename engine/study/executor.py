@@ -113,9 +113,15 @@ def prune_candidate(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter |
     with reporter.task(f"prune {spec.label}", n_blocks) as bar:
         if isinstance(method, ShapeChangingMethod):
             lm, shape = method.prune(ctx.lm, spec, ctx.stats, progress=bar)
-            return Pruned(lm, shape=shape, info_key=method.info_key)
-        return Pruned(ctx.lm, result=prune_model(ctx.lm, spec, ctx.stats, snapshot,
-                                                 progress=bar))
+            pruned = Pruned(lm, shape=shape, info_key=method.info_key)
+        else:
+            pruned = Pruned(ctx.lm, result=prune_model(ctx.lm, spec, ctx.stats, snapshot,
+                                                       progress=bar))
+    if spec.recovery is not None:  # a recovered candidate is its pruned model, then trained
+        from prunestudio.engine.recovery import recover_pruned
+
+        recover_pruned(ctx, pruned.lm, spec, reporter)
+    return pruned
 
 
 def pruned_model(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter | None = None,

@@ -26,7 +26,14 @@ import time
 
 from prunestudio.engine.progress import Reporter
 from prunestudio.engine.study.executor import Executor, Job, error_text
-from prunestudio.engine.study.proposers.base import Item, Note, Proposer, Reuse, Skip
+from prunestudio.engine.study.proposers.base import (
+    Item,
+    Note,
+    PredictorFit,
+    Proposer,
+    Reuse,
+    Skip,
+)
 from prunestudio.store import Store
 
 log = logging.getLogger(__name__)
@@ -74,7 +81,11 @@ class _Loop:
         self.store, self.sid, self.executor = store, study_id, executor
         self.reporter, self.worker = reporter, worker
 
-    def note(self, note: Note) -> None:
+    def note(self, note: Note | PredictorFit) -> None:
+        if isinstance(note, PredictorFit):
+            self.store.add_predictor_fit(self.sid, round=note.round, target=note.target,
+                                         payload=note.payload)
+            return
         if note.console:
             self.reporter.message(note.message)
             return
@@ -83,7 +94,7 @@ class _Loop:
         if note.level != "info":
             self.reporter.message(f"[{note.level}] {note.message}")
 
-    def notes(self, notes: list[Note]) -> None:
+    def notes(self, notes: list[Note | PredictorFit]) -> None:
         for n in notes:
             self.note(n)
 

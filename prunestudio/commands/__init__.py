@@ -13,6 +13,7 @@ from prunestudio.commands import (
     export,
     methods,
     prune,
+    recover,
     run,
     show,
     studies,
@@ -22,6 +23,7 @@ from prunestudio.commands import (
 from prunestudio.commands import eval as eval_command
 
 # in the order `prunestudio --help` lists them
-COMMANDS = (run, prune, studies, show, export, eval_command, bench, backup, methods, tui, web)
+COMMANDS = (run, prune, studies, show, export, eval_command, recover, bench, backup, methods, tui,
+            web)
 
 __all__ = ["COMMANDS"]

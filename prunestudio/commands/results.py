@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from prunestudio.commands.exit_codes import EXIT_CANDIDATES_FAILED, EXIT_FAILED, EXIT_OK
+from prunestudio.schema import SEARCH_KINDS
 
 
 def failed_candidates(store, study_id: int) -> list[dict[str, Any]]:
@@ -16,7 +17,7 @@ def failed_candidates(store, study_id: int) -> list[dict[str, Any]]:
     recorded and shown, not an error of the run)."""
     study = store.get_study(study_id)
     failed = store.candidates(study_id, status="failed")
-    if study["kind"] in ("gp", "random"):
+    if study["kind"] in SEARCH_KINDS:
         failed = [c for c in failed if c["origin"] == "baseline"]
     return failed
 

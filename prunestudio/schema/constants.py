@@ -24,8 +24,10 @@ __all__ = [
 
 # Study kinds are the kinds of the engine's proposers (engine/study/proposers, one module
 # each). A kind listed here is a search ranked by its fitness (role 'search'), which readers
-# must know without the engine: gp and random search over symbolic metrics.
-SEARCH_KINDS = ("gp", "random")
+# must know without the engine: gp and random search over symbolic metrics, and the
+# accuracy-predictor search over per-block structured ratios (its predictors and selection are
+# ranked by the search-split PPL too; task accuracy is a second, predicted objective).
+SEARCH_KINDS = ("gp", "random", "predictor")
 
 # 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').
 # A 'running' study whose runner died without a word is shown as 'stale' (see

@@ -43,9 +43,16 @@ def _structured(spec: Mapping[str, Any], o: Mapping[str, Any]) -> str:
 
 
 def spec_label(spec: Mapping[str, Any] | None) -> str:
-    """The label of a candidate spec (a dict in the canonical form; ``?`` when not a spec)."""
+    """The label of a candidate spec (a dict in the canonical form; ``?`` when not a spec); a
+    recovered candidate's ends with its recovery (``wanda 50% +lora r8``)."""
     if not isinstance(spec, Mapping) or not spec.get("method"):
         return "?"
+    label = _pruning_label(spec)
+    suffix = recovery_label(spec.get("recovery"))
+    return f"{label} {suffix}" if suffix else label
+
+
+def _pruning_label(spec: Mapping[str, Any]) -> str:
     method = str(spec["method"])
     if method == "dense":
         return "dense"
@@ -88,3 +95,10 @@ def realised_label(info: Mapping[str, Any] | None) -> str | None:
     if isinstance(structured, Mapping) and structured.get("realised_label"):
         return str(structured["realised_label"])
     return None
+
+
+def recovery_label(recovery: Mapping[str, Any] | None) -> str:
+    """The label suffix of a recovered spec: ``+lora r8`` (empty when not recovered)."""
+    if not isinstance(recovery, Mapping):
+        return ""
+    return f"+{recovery.get('method', 'lora')} r{recovery.get('r', '?')}"

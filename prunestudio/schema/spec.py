@@ -11,11 +11,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .canonical import canonical_json, spec_hash
 from .catalog import catalog_for
 from .labels import spec_label
+from .recovery import RecoverySettings
 
 
 class Pattern(BaseModel):
@@ -92,6 +103,17 @@ class CandidateSpec(BaseModel):
     owl: OWLConfig | None = None
     calibration: CalibrationConfig = CalibrationConfig()
     options: dict = Field(default_factory=dict, description="method-specific options")
+    recovery: RecoverySettings | None = Field(
+        None, description="LoRA / QLoRA fine-tuning after pruning (a recovered candidate); "
+        "None: not recovered (left out of the canonical form, so hashes stay as they were)")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_recovery(self, handler: SerializerFunctionWrapHandler,
+                             info: SerializationInfo) -> dict:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("recovery", ...) is None:
+            del data["recovery"]
+        return data
 
     @field_validator("sparsity")
     @classmethod

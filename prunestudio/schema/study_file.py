@@ -29,11 +29,13 @@ from pydantic import (
 
 from .catalog import catalog_for
 from .constants import SEARCH_KINDS, SEARCH_ROLE
+from .method_options import Importance
+from .recovery import RecoverySection
 from .spec import CandidateSpec, Pattern
 from .window_spec import WindowSpec, with_default_split
 
-__all__ = ["ConfigError", "EvalSet", "GridSection", "ModelSection", "SearchSection",
-           "StudyConfig", "StudySection", "TasksSection", "clean_pydantic_text",
+__all__ = ["ConfigError", "EvalSet", "GridSection", "ModelSection", "PredictorSection",
+           "SearchSection", "StudyConfig", "StudySection", "TasksSection", "clean_pydantic_text",
            "format_validation_error", "parse_config"]
 
 
@@ -50,7 +52,8 @@ class StudySection(_Strict):
     kind: str = Field("grid", description="the proposer that runs the study (a module of "
                       "prunestudio/engine/study/proposers): grid (methods × sparsities × "
                       "patterns), gp (Pruner-Zero genetic programming over symbolic metrics), "
-                      "random (random symbolic metrics, the GP's baseline), ...")
+                      "random (random symbolic metrics, the GP's baseline), predictor "
+                      "(accuracy-predictor search over per-block structured ratios), ...")
     seed: int = 0
     measurements: list[str] = Field(
         default_factory=list, description="extra measurements, by name (modules of "
@@ -341,6 +344,101 @@ class SearchSection(_Strict):
                              calibration={"mode": self.calibration})
 
 
+PREDICTOR_BASELINES = ("uniform", "llm_pruner", "random")
+
+
+def _ratio_range(v: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = v
+    if not 0.0 <= lo <= hi < 1.0:
+        raise ValueError(f"a ratio range must be [lo, hi] with 0 ≤ lo ≤ hi < 1; got {list(v)}")
+    return v
+
+
+class PredictorSection(_Strict):
+    """The accuracy-predictor search (kind predictor; Pruning LLMs via Accuracy Predictor,
+    arXiv 2309.09507) over per-block structured pruning ratios.
+
+    Every architecture removes whole attention units and MLP channels (method `structured`,
+    per-block `attention_ratios` / `mlp_ratios`) and `budget` ± `tolerance` of all parameters,
+    exactly. Rounds of `samples_per_round` architectures are measured (search-split PPL, the
+    fitness; task accuracy when the study has [tasks]); LightGBM predictors are fitted with
+    k-fold validation and the ranges of the most important features narrowed; then the
+    predictor scores `candidates_scored` architectures and the `top_k` are measured. The best
+    measured architecture is re-measured on the [[evaluation]] sets.
+    """
+
+    budget: float = Field(0.2, gt=0, lt=1, description="fraction of all parameters removed "
+                          "(embeddings included, tied once)")
+    tolerance: float = Field(0.01, ge=0, lt=0.5, description="every architecture removes "
+                             "budget ± tolerance of the parameters")
+    step: float = Field(0.05, gt=0, le=0.5, description="grid step of the ratio ranges")
+    attention_range: tuple[float, float] = Field(
+        (0.0, 0.5), description="[lo, hi] group ratio of each free block's attention")
+    mlp_range: tuple[float, float] = Field(
+        (0.0, 0.5), description="[lo, hi] group ratio of each free block's MLP channels")
+    attention: bool = Field(True, description="search attention ratios")
+    mlp: bool = Field(True, description="search MLP ratios")
+    attention_unit: Literal["kv_group", "query_head"] = "kv_group"
+    keep_first: int = Field(1, ge=0, description="first blocks never pruned")
+    keep_last: int = Field(1, ge=0, description="last blocks never pruned")
+    importance: Importance = Field("taylor_second", description="structured importance "
+                                   "(LLM-Pruner's default: second-order Taylor)")
+    rounds: int = Field(3, ge=1, description="sample → fit → narrow rounds")
+    samples_per_round: int = Field(16, ge=2)
+    kfold: int = Field(5, ge=2, description="folds of the predictors' cross-validation")
+    narrow_top: int = Field(4, ge=0, description="per-block features whose ranges are "
+                            "narrowed after each round (by gain importance)")
+    elite: float = Field(0.1, gt=0, le=1, description="a narrowed range keeps the values the "
+                         "best fraction of the predictor-scored architectures take")
+    candidates_scored: int = Field(2000, ge=1, description="architectures the final "
+                                   "predictor scores (cheap) to pick the top_k")
+    top_k: int = Field(4, ge=1, description="predicted-best architectures measured for real")
+    baselines: list[Literal["uniform", "llm_pruner", "random"]] = Field(
+        default_factory=lambda: list(PREDICTOR_BASELINES), description="uniform: the same "
+        "ratio in every free block at the budget; llm_pruner: LLM-Pruner's default (uniform "
+        "on blocks 4..n-3 of 32, scaled to the model's depth) at the budget; random: the best "
+        "of as many random architectures as the search measures")
+    random_samples: int | None = Field(None, ge=1, description="architectures of the random "
+                                       "baseline (None: the search's real evaluations)")
+    num_boost_round: int = Field(200, ge=1)
+    lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters "
+                                     "over the small-data defaults (engine.predictor.fit)")
+    split: WindowSpec = Field(default_factory=_default_search_split, description="the search "
+                              "split: fitness windows, disjoint from calibration and from "
+                              "every evaluation set")
+    batch_size: int = Field(4, ge=1)
+
+    @field_validator("attention_range", "mlp_range")
+    @classmethod
+    def _ranges(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ratio_range(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PredictorSection:
+        if not (self.attention or self.mlp):
+            raise ValueError("attention and mlp are both off: nothing to search")
+        if self.tolerance >= self.budget:
+            raise ValueError(f"tolerance ({self.tolerance}) must be smaller than the budget "
+                             f"({self.budget})")
+        return self
+
+    @property
+    def real_budget(self) -> int:
+        """Real evaluations of the search: every round's samples and the top_k."""
+        return self.rounds * self.samples_per_round + self.top_k
+
+    @property
+    def n_random(self) -> int:
+        return self.random_samples if self.random_samples is not None else self.real_budget
+
+    def search_section(self, context: Any = None) -> SearchSection:
+        """The [search] a predictor study runs with (derived, not recorded): the search split,
+        its batch size and the budget of real evaluations (`context`: the validation's)."""
+        return SearchSection.model_validate(
+            {"split": self.split, "batch_size": self.batch_size, "budget": self.real_budget,
+             "finalists": 0}, context=context)
+
+
 class StudyConfig(_Strict):
     study: StudySection = Field(default_factory=StudySection)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -351,7 +449,11 @@ class StudyConfig(_Strict):
                                             description="explicit extra candidates")
     search: SearchSection | None = Field(None, description="settings of a gp / random study")
     tasks: TasksSection | None = Field(None, description="lm-eval task accuracy per candidate "
-                                       "(grid studies)")
+                                       "(grid studies; a predictor study's accuracy objective)")
+    predictor: PredictorSection | None = Field(None, description="settings of a predictor "
+                                               "study")
+    recovery: RecoverySection | None = Field(None, description="LoRA / QLoRA recovery of the "
+                                             "study's best candidates after it has run")
 
     @model_validator(mode="before")
     @classmethod
@@ -371,10 +473,11 @@ class StudyConfig(_Strict):
                 {**e, "windows": with_default_split(e["windows"], "evaluation", catalog)}
                 if isinstance(e, dict) and "windows" in e else e
                 for e in data["evaluation"]]
-        search = data.get("search")
-        if isinstance(search, dict) and "split" in search:
-            data["search"] = {**search, "split": with_default_split(search["split"],
-                                                                     "evaluation", catalog)}
+        for section in ("search", "predictor"):
+            table = data.get(section)
+            if isinstance(table, dict) and "split" in table:
+                data[section] = {**table, "split": with_default_split(table["split"],
+                                                                      "evaluation", catalog)}
         return data
 
     @field_validator("evaluation")
@@ -389,14 +492,27 @@ class StudyConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _kind_sections(self) -> StudyConfig:
+    def _kind_sections(self, info: ValidationInfo) -> StudyConfig:
+        predictor = self.study.kind == "predictor"
+        if predictor:
+            if self.predictor is None:
+                object.__setattr__(self, "predictor", PredictorSection.model_validate(
+                    {}, context=info.context))
+            derived = self.predictor.search_section(info.context)
+            if self.search is not None and self.search != derived:
+                raise ValueError("[search] is for study.kind = 'gp' or 'random'; a predictor "
+                                 "study's search split is predictor.split")
+            object.__setattr__(self, "search", derived)
+        elif self.predictor is not None:
+            raise ValueError("[predictor] is for study.kind = 'predictor'; this study is kind "
+                             f"{self.study.kind!r}")
         if self.is_search:
             if self.search is None:
                 object.__setattr__(self, "search", SearchSection())
             if self.grid.methods or self.candidates:
                 raise ValueError(f"a {self.study.kind} study takes no grid.methods or "
                                  "[[candidates]]: use search.baselines for reference methods")
-            if self.tasks is not None:
+            if self.tasks is not None and not predictor:
                 raise ValueError(f"[tasks] is for grid studies; measure a {self.study.kind} "
                                  "study's finalists with `prunestudio eval CANDIDATE --tasks "
                                  "...` (task accuracy is not its fitness)")
@@ -422,7 +538,10 @@ class StudyConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for optional in ("search", "tasks"):  # unset: the same recorded config as before
+        if self.study.kind == "predictor":
+            data.pop("search", None)  # derived from [predictor] (`search_section`)
+        # unset: the same recorded config as before
+        for optional in ("search", "tasks", "predictor", "recovery"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         if not data["study"].get("measurements"):

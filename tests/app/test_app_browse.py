@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from app_store import add_search_candidates, build_app_store
-from conftest import Run, assert_clean, frames
+from app_testlib import Run, assert_clean, frames
 from prunestudio.app.data import StudyFrame
 from prunestudio.app.tables import filter_frame
 from prunestudio.store import browse, open_store

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from app_store import STUDIES
-from conftest import Run, assert_clean, charts, frames, graphs, page_links, texts
+from app_testlib import Run, assert_clean, charts, frames, graphs, page_links, texts
 from prunestudio.app import PAGE_SCRIPTS
 
 # ids written by app_store.build_app_store (one study after the other)

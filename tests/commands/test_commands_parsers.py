@@ -22,8 +22,8 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 def test_every_command_module_owns_its_parser_and_handler():
     subs = _subparsers()
     assert [c.NAME for c in COMMANDS] == list(subs)
-    assert set(subs) == {"run", "prune", "studies", "show", "export", "eval", "bench", "backup",
-                         "methods", "tui", "web"}
+    assert set(subs) == {"run", "prune", "studies", "show", "export", "eval", "recover", "bench",
+                         "backup", "methods", "tui", "web"}
     for command in COMMANDS:
         assert subs[command.NAME].get_default("handler") is command.handle
 
@@ -56,7 +56,7 @@ def test_importing_the_cli_imports_no_torch():
 
 
 @pytest.mark.parametrize("command", ["studies", "show", "tui", "methods", "run", "prune",
-                                     "export", "eval", "bench", "backup", "web"])
+                                     "export", "eval", "recover", "bench", "backup", "web"])
 def test_help_imports_no_torch(command):
     code = ("from prunestudio.cli import main\n"
             f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit as exc:\n"

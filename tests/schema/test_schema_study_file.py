@@ -101,3 +101,13 @@ def test_shape_only_still_checks_the_shape(tmp_path: Path) -> None:
     """, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "grid.sparsities.0: sparsity must be in [0, 1), got 1.5" in out.stdout
+
+
+def test_a_recovery_section_is_part_of_the_study_file() -> None:
+    data = {**load_config().to_dict(), "recovery": {"steps": 5, "r": 4, "best": 2}}
+    config = parse_config(data)
+    assert (config.recovery.steps, config.recovery.r, config.recovery.best) == (5, 4, 2)
+    assert config.to_dict()["recovery"]["best"] == 2
+    assert "recovery" not in load_config().to_dict()  # unset: the recorded config as before
+    with pytest.raises(ConfigError, match="recovery.r"):
+        parse_config({**data, "recovery": {"r": 0}})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from prunestudio.store import (
+    SCHEMA_VERSION,
     STALE_AFTER,
     Heartbeat,
     Store,
@@ -49,9 +50,9 @@ def _workers(store: Store) -> dict[str, dict]:
 
 def test_interrupted_is_a_resumable_end_state_of_a_version_1_store(db_path: Path) -> None:
     with open_store(db_path) as s:  # a store as the current release writes it
-        assert s.schema_version == 1
+        assert s.schema_version == SCHEMA_VERSION
         applied = s.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert applied == [("m001_initial",)]
+        assert applied == [("m001_initial",), ("m002_predictor_fits",)]
         # statuses are free text in the v1 schema (no CHECK): no migration is needed
         sql = s.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'studies'").fetchone()
         assert "CHECK" not in sql[0].upper()
@@ -69,7 +70,7 @@ def test_interrupted_is_a_resumable_end_state_of_a_version_1_store(db_path: Path
     with open_store(db_path, readonly=True) as ro:
         (listed,) = queries.list_studies(ro)
         assert listed["status"] == "interrupted" and listed["stale"] is False
-        assert ro.schema_version == 1
+        assert ro.schema_version == SCHEMA_VERSION
 
 
 # -- 5b. heartbeat helper -----------------------------------------------------------------------

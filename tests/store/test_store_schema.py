@@ -14,7 +14,8 @@ from prunestudio.store import (
     open_store,
 )
 
-TABLES = {"studies", "candidates", "metrics", "events", "artifacts", "workers", "meta"}
+TABLES = {"studies", "candidates", "metrics", "events", "artifacts", "workers", "meta",
+          "predictor_fits"}
 
 
 def _raw(path: Path) -> sqlite3.Connection:
@@ -46,7 +47,7 @@ def test_migrations_create_schema_and_record_version(store: Store, db_path: Path
     assert int(meta["seq"]) == 0
     applied = store.conn.execute(
         "SELECT migration_set, name FROM _sqlite_migrations").fetchall()
-    assert applied == [("prunestudio", "m001_initial")]
+    assert applied == [("prunestudio", "m001_initial"), ("prunestudio", "m002_predictor_fits")]
     assert store.schema_version == SCHEMA_VERSION
 
 
@@ -153,3 +154,20 @@ def test_store_path_with_spaces_and_hash(tmp_path: Path) -> None:
         s.create_study(name="x", kind="grid", model="m", config={})
     with open_store(path, readonly=True) as ro:
         assert ro.get_study("x")["kind"] == "grid"
+
+
+def test_predictor_fits_round_trip_and_a_refit_replaces(store: Store) -> None:
+    sid = store.create_study(name="p", kind="predictor", model="m", config={})
+    other = store.create_study(name="q", kind="predictor", model="m", config={})
+    payload = {"n_train": 8, "r2": 0.5, "importance": {"att.b1": 2.0}, "model": "tree\n"}
+    first = store.add_predictor_fit(sid, round=0, target="log_ppl", payload=payload)
+    store.add_predictor_fit(sid, round=0, target="accuracy", payload={"n_train": 8})
+    store.add_predictor_fit(other, round=0, target="log_ppl", payload={"n_train": 3})
+    again = store.add_predictor_fit(sid, round=0, target="log_ppl",
+                                    payload={**payload, "r2": 0.75})
+    assert again == first  # the same round and target: replaced, not duplicated
+    fits = store.predictor_fits(sid)
+    assert [(f["round"], f["target"], f["n_train"]) for f in fits] == [
+        (0, "accuracy", 8), (0, "log_ppl", 8)]
+    assert fits[1]["payload"] == {**payload, "r2": 0.75}
+    assert store.predictor_fits(sid, after_id=max(f["id"] for f in fits)) == []

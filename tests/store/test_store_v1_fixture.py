@@ -50,6 +50,7 @@ def test_v1_store_opens_read_only_unchanged_and_reads_as_records(v1_store: Path)
     with open_store(v1_store, readonly=True) as store:
         assert store.schema_version == 1 <= SCHEMA_VERSION
         seen = _read_everything(store)
+        assert store.predictor_fits(1) == []  # a table v1 has not: nothing to read
     assert _digest(v1_store) == before  # a reader changes nothing
 
     studies = {s.name: s for s in seen["studies"]}
@@ -80,9 +81,10 @@ def test_v1_store_opens_read_only_unchanged_and_reads_as_records(v1_store: Path)
 def test_v1_store_opens_read_write_and_reads_the_same(v1_store: Path) -> None:
     with open_store(v1_store, readonly=True) as store:
         before = _read_everything(store)
-    with open_store(v1_store) as store:  # no migration is due: nothing rewritten
-        assert store.schema_version == 1
+    with open_store(v1_store) as store:  # migrated: v2 only adds the predictor_fits table
+        assert store.schema_version == SCHEMA_VERSION
         after = _read_everything(store)
+        assert all(store.predictor_fits(s.id) == [] for s in after["studies"])
         gp = store.study_record("prunerzero-gp")
         cid, created = store.add_candidate(gp.id, {"method": "dense"}, origin="baseline")
         assert created and store.candidate_record(cid).is_reference

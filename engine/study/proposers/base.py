@@ -65,6 +65,23 @@ class Note:
 
 
 @dataclass
+class PredictorFit:
+    """A fitted predictor to record (`Store.add_predictor_fit`): a proposer returns it among its
+    notes (e.g. from `end_round`) and the loop, the only writer, stores it. A second fit of the
+    same round and target replaces the first, so a resumed round records no duplicate."""
+
+    round: int
+    target: str
+    payload: dict[str, Any]
+
+
+def proposed(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidates a proposer rebuilds its state from: all but those added after a study
+    (origin ``recovered``: LoRA recovery of a finished candidate, not a proposal)."""
+    return [c for c in candidates if c.get("origin") != "recovered"]
+
+
+@dataclass
 class Skip:
     """Do not evaluate: the candidate is recorded 'skipped' with this reason."""
 
@@ -103,7 +120,7 @@ class Proposer:
         record (e.g. a description of the study)."""
         self.description = description
         self.candidates: dict[int, dict[str, Any]] = {}
-        for c in candidates:
+        for c in proposed(candidates):
             self.tell(c)
         return []
 

@@ -45,6 +45,7 @@ from prunestudio.engine.study.proposers.base import (
     Round,
     Skip,
     model_loaded,
+    proposed,
 )
 from prunestudio.engine.symbolic import parse, rank_key
 
@@ -112,7 +113,7 @@ class SymbolicSearch(Proposer):
     def restore(self, candidates, description) -> list[Note]:
         self.description = description
         self.history = SearchHistory()
-        for c in candidates:
+        for c in proposed(candidates):
             self.tell(c)
         last = self.history.last_generation()
         self._generation = 0 if last is None else last

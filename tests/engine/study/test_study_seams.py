@@ -39,7 +39,7 @@ def _data(model_dir, **kw) -> dict:
 
 
 def test_registries_list_every_member():
-    assert proposer_kinds() == ["gp", "grid", "random"]
+    assert proposer_kinds() == ["gp", "grid", "predictor", "random"]
     assert {"perplexity", "tasks", "efficiency", "fitness", "sparsity",
             "block_sparsity"} <= set(measurement_names())
     structured = get_method("structured")
