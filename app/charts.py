@@ -22,8 +22,11 @@ __all__ = [
     "candidate_scatter",
     "fitness_by_generation",
     "metric_bars",
+    "fit_quality",
+    "importance_bars",
     "pareto_front",
     "pareto_figure",
+    "predicted_vs_measured",
     "ratio_heatmap",
     "selected_ids",
     "sparsity_curves",
@@ -307,3 +310,42 @@ def ratio_heatmap(rows: Mapping[str, Sequence[float | None]], title: str = "Per-
         colorscale="Blues", colorbar={"title": "ratio"},
         hovertemplate="block %{x}<br>%{y}: %{z:.3f}<extra></extra>"))
     return _layout(fig, title, height=120 + 40 * len(names), x="block")
+
+
+def predicted_vs_measured(df: pd.DataFrame, title: str, *, value: str = "value") -> go.Figure:
+    """Predicted against measured (columns ``measured``, ``predicted``, ``round``, ``id``,
+    ``label``), one trace per round, with the line y = x: points on it are predicted exactly."""
+    fig = go.Figure()
+    if len(df):
+        lo = float(min(df["measured"].min(), df["predicted"].min()))
+        hi = float(max(df["measured"].max(), df["predicted"].max()))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                                 line={"dash": "dash", "color": "#888888"}, hoverinfo="skip"))
+    for rnd, sub in df.groupby("round", sort=True):
+        fig.add_trace(go.Scatter(
+            x=sub["measured"], y=sub["predicted"], mode="markers", name=str(rnd),
+            text=sub["label"], customdata=sub[["id"]].to_numpy(),
+            hovertemplate="<b>%{text}</b><br>id %{customdata[0]}<br>measured %{x:.4g}"
+                          "<br>predicted %{y:.4g}<extra></extra>", marker={"size": 8}))
+    return _layout(fig, title, x=f"measured {value}", y=f"predicted {value}")
+
+
+def fit_quality(df: pd.DataFrame, title: str) -> go.Figure:
+    """Held-out fit quality over rounds (columns ``round``, ``target``, ``r2``, ``spearman``,
+    ``kendall``): one line per target and statistic."""
+    fig = go.Figure()
+    for target, sub in df.groupby("target", sort=True):
+        for stat, dash in (("kendall", "solid"), ("r2", "dot"), ("spearman", "dash")):
+            if sub[stat].notna().any():
+                fig.add_trace(go.Scatter(x=sub["round"], y=sub[stat], mode="lines+markers",
+                                         name=f"{target} {stat}", line={"dash": dash}))
+    fig.update_xaxes(dtick=1)
+    return _layout(fig, title, x="round", y="held-out folds")
+
+
+def importance_bars(importance: Mapping[str, float], title: str, *, top: int = 20) -> go.Figure:
+    """The ``top`` features by gain, largest first."""
+    items = sorted(importance.items(), key=lambda kv: -kv[1])[:top]
+    fig = go.Figure(go.Bar(x=[v for _, v in items][::-1], y=[k for k, _ in items][::-1],
+                           orientation="h", hovertemplate="%{y}: %{x:.4g}<extra></extra>"))
+    return _layout(fig, title, height=max(260, 22 * len(items) + 80), x="gain")

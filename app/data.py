@@ -234,6 +234,15 @@ def load_study(path: str, key: str, token: int) -> Study | None:
             return None
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_predictor_fits(path: str, study_id: int, token: int) -> list[dict[str, Any]]:
+    """A predictor study's recorded fits (``browse.predictor_fits``), re-read when the store's
+    change token moves (a fit is written with its round's event)."""
+    r = reader(path)
+    with r.lock:
+        return browse.predictor_fits(r.store, study_id)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def load_counts(path: str, study_id: int, token: int | None) -> dict[str, int]:
     r = reader(path)

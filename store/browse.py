@@ -17,6 +17,7 @@ Every function reads one consistent snapshot and returns schema records or plain
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "failure_reasons",
     "lineage_ids",
     "metric_identities",
+    "predictor_fits",
     "recent_events",
     "status_counts",
     "study_overview",
@@ -400,3 +402,20 @@ def candidate_page(
     for r in decoded:
         r["metrics"] = metrics[int(r["id"])]
     return [Candidate.of(r) for r in decoded], total
+
+
+@guarded
+def predictor_fits(store: Store, study_id: int) -> list[dict[str, Any]]:
+    """A predictor study's fits (round, target, n_train, payload), by round then target, with
+    the payload's fitted model text left out (the web app draws the fit, it never predicts);
+    [] for a store without the table (schema 1) or a study without fits."""
+    with store.snapshot() as c:
+        if not c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                         " AND name = 'predictor_fits'").fetchone():
+            return []
+        found = rows(c, "SELECT id, round, target, n_train, json_remove(payload, '$.model')"
+                        " AS payload, created_at FROM predictor_fits WHERE study_id = ?"
+                        " ORDER BY round, target, id", (int(study_id),))
+    for r in found:
+        r["payload"] = json.loads(r["payload"] or "{}")
+    return found
