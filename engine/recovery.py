@@ -48,6 +48,7 @@ from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel, check_context
 from prunestudio.engine.progress import Reporter
 
+from prunestudio.schema import metric_key
 from prunestudio.schema.recovery import RECOVERY_ROLE, RecoverySettings, recovery_label
 from prunestudio.schema.spec import CandidateSpec
 from prunestudio.schema.window_spec import WindowSpec
@@ -472,12 +473,9 @@ def recovered_spec(parent: CandidateSpec | dict[str, Any], settings: RecoverySet
     return CandidateSpec.model_validate({**data, "recovery": settings.recipe()})
 
 
-_IDENTITY = ("name", "role", "dataset", "split", "seqlen", "fidelity")
-
-
-def _key(m: dict[str, Any]) -> tuple:
-    """A metric's identity (a fresh record may leave split / seqlen out: None)."""
-    return tuple(m.get(k) for k in _IDENTITY)
+def _key(m: dict[str, Any]) -> str:
+    """A metric's identity: the schema's one rule (missing parts are equal however written)."""
+    return metric_key(m)
 
 
 def _same(m: dict[str, Any], ref: dict[str, Any]) -> bool:

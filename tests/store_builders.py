@@ -15,8 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-__all__ = ["canonical_spec", "fixed_clock", "random_expression"]
+__all__ = ["EVALUATION_SETS", "canonical_spec", "fixed_clock", "random_expression"]
 
+# the default study's two evaluation sets, as a recorded config holds them
+EVALUATION_SETS = [
+    {"role": "in_domain", "fidelity": "full",
+     "windows": {"source": "pydoc", "split": "all", "seqlen": 256, "n": 32, "offset": 40000}},
+    {"role": "out_of_domain", "fidelity": "full",
+     "windows": {"source": "shakespeare", "split": "hamlet", "seqlen": 256, "n": 32}},
+]
 _UNSTRUCTURED = {"kind": "unstructured", "n": None, "m": None}
 _NM = {"kind": "nm", "n": 2, "m": 4}
 # each method's options with their defaults filled in, as the engine records them

@@ -41,7 +41,7 @@ from typing import Any
 from prunestudio.store import Store, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: store_builders
-from store_builders import canonical_spec, random_expression  # noqa: E402
+from store_builders import EVALUATION_SETS, canonical_spec, random_expression  # noqa: E402
 from store_builders import fixed_clock as shared_fixed_clock  # noqa: E402
 
 __all__ = ["START", "STUDIES", "add_search_candidates", "build_app_store", "build_big_store",
@@ -105,12 +105,7 @@ def _efficiency(params: float, latency: float, sparsity: float | None) -> list[d
 
 
 _CALIBRATION = {"source": "pydoc", "split": "all", "seqlen": 128, "n": 16, "offset": 0}
-_EVAL = [
-    {"role": "in_domain", "fidelity": "full",
-     "windows": {"source": "pydoc", "split": "all", "seqlen": 256, "n": 32, "offset": 40000}},
-    {"role": "out_of_domain", "fidelity": "full",
-     "windows": {"source": "shakespeare", "split": "hamlet", "seqlen": 256, "n": 32}},
-]
+_EVAL = EVALUATION_SETS
 
 
 def _config(name: str, kind: str, seed: int, **sections: Any) -> dict[str, Any]:

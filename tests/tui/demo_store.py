@@ -29,7 +29,7 @@ from prunestudio.store import Store, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: store_builders
 from prunestudio.tui.machine import GpuInfo, GpuProcess, MachineSnapshot
-from store_builders import canonical_spec  # noqa: E402
+from store_builders import EVALUATION_SETS, canonical_spec  # noqa: E402
 from store_builders import fixed_clock as shared_fixed_clock  # noqa: E402
 
 __all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "demo_specs",
@@ -80,12 +80,7 @@ def _ppl(value: float, role: str, *, fidelity: str = "full", dataset: str = "pyd
 
 
 _CALIBRATION = {"source": "pydoc", "split": "all", "seqlen": 256, "n": 8, "offset": 0}
-_EVAL = [
-    {"role": "in_domain", "fidelity": "full",
-     "windows": {"source": "pydoc", "split": "all", "seqlen": 256, "n": 32, "offset": 40000}},
-    {"role": "out_of_domain", "fidelity": "full",
-     "windows": {"source": "shakespeare", "split": "hamlet", "seqlen": 256, "n": 32}},
-]
+_EVAL = EVALUATION_SETS
 _MODEL = "smollm2-135m-instruct (Q4_1 GGUF)"
 
 
