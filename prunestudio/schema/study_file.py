@@ -400,6 +400,10 @@ class PredictorSection(_Strict):
         "of as many random architectures as the search measures")
     random_samples: int | None = Field(None, ge=1, description="architectures of the random "
                                        "baseline (None: the search's real evaluations)")
+    base: Literal["ridge", "none"] = Field(
+        "ridge", description="the predictors boost from a ridge regression on the features "
+        "(ridge; log-PPL at a fixed budget is close to additive in the per-block ratios) or "
+        "are plain LightGBM (none)")
     num_boost_round: int = Field(200, ge=1)
     lightgbm: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters "
                                      "over the small-data defaults (engine.predictor.fit)")
@@ -407,6 +411,11 @@ class PredictorSection(_Strict):
                               "split: fitness windows, disjoint from calibration and from "
                               "every evaluation set")
     batch_size: int = Field(4, ge=1)
+    accuracy_on: Literal["all", "finals"] = Field(
+        "all", description="with [tasks]: all = every architecture is measured on the tasks "
+        "and an accuracy predictor is fitted (the paper's protocol; the tasks dominate a "
+        "candidate's time); finals = only the dense model, the baselines, the winner and the "
+        "best random architecture (no accuracy predictor)")
 
     @field_validator("attention_range", "mlp_range")
     @classmethod

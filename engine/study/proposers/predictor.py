@@ -95,8 +95,9 @@ class PredictorSearch(Proposer):
     kind = "predictor"
 
     def __init__(self, settings: PredictorSection, seed: int,
-                 measurements: list[str] | None = None) -> None:
+                 measurements: list[str] | None = None, tasks: bool = False) -> None:
         self.settings, self.seed = settings, seed
+        self.tasks = tasks  # the study has [tasks]
         self.extra = [{"name": name} for name in measurements or ()]
         self.budget = settings.real_budget
         s = settings
@@ -109,7 +110,8 @@ class PredictorSearch(Proposer):
 
     @classmethod
     def from_config(cls, config) -> PredictorSearch:
-        return cls(config.predictor, config.study.seed, config.study.measurements)
+        return cls(config.predictor, config.study.seed, config.study.measurements,
+                   tasks=config.tasks is not None)
 
     def _reset(self) -> None:
         self._pos = 0
@@ -240,7 +242,7 @@ class PredictorSearch(Proposer):
                 continue
             fits[target] = fit_predictor(X, np.asarray(y), space.feature_names, target=target,
                                          params=s.lightgbm, num_boost_round=s.num_boost_round,
-                                         kfold=s.kfold, seed=self.seed + r)
+                                         kfold=s.kfold, seed=self.seed + r, base=s.base)
         nxt, changes = space, []
         if LOG_PPL in fits and s.narrow_top > 0:
             rng = np.random.default_rng([self.seed, r, _RNG_SCORE])
@@ -327,9 +329,13 @@ class PredictorSearch(Proposer):
         for rank, c in self._finals():
             have = {(m["role"], m["fidelity"]) for m in c.get("metrics") or ()
                     if m["name"] == "ppl"}
-            if not wanted <= have:
+            if not wanted <= have or (self._final_tasks() and _accuracy(c) is None):
                 out.append(Item(c, mode="remeasure", rank=rank))
         return out
+
+    def _final_tasks(self) -> bool:
+        """Task accuracy is measured at the finals only (`accuracy_on = "finals"`)."""
+        return self.tasks and self.settings.accuracy_on == "finals"
 
     def _wanted(self) -> set[tuple[str, str]]:
         return {(ev["role"], ev["fidelity"]) for ev in self.description.get("evaluations", [])}
@@ -366,8 +372,11 @@ class PredictorSearch(Proposer):
                         {"stage": "baseline", "baseline": "random",
                          "selected_by": "search-split PPL (measured), best of random"})
             return Job(c["id"], c["spec"], [{"name": "perplexity",
-                                             "settings": {"protocol": protocol}}])
-        fitness = [{"name": "sparsity"}, {"name": "fitness"}, {"name": "tasks"}, *self.extra]
+                                             "settings": {"protocol": protocol}}]
+                       + ([{"name": "tasks"}] if self._final_tasks() else []))
+        fitness = [{"name": "sparsity"}, {"name": "fitness"}, *self.extra]
+        if self.settings.accuracy_on == "all":
+            fitness.insert(2, {"name": "tasks"})
         if stage in ("reference", "baselines"):
             measurements = [{"name": "sparsity"},
                             {"name": "fitness", "settings": {"check_finite": False}},

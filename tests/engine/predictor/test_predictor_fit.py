@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from prunestudio.engine.predictor.fit import (
     Fit,
+    _fit_once,
     _params,
-    _train,
+    _predict,
     fit_predictor,
+    fit_ridge,
     folds,
     load_booster,
     r2_score,
@@ -92,8 +94,10 @@ def test_out_of_fold_predictions_come_from_models_that_never_saw_the_point():
     params = _params(None, 5)
     for held in folds(10, 3, 5):
         train = np.setdiff1d(np.arange(10), held)
-        model = _train(X[train], y[train], names, params, 30)
-        assert np.array_equal(model.predict(X[held]), np.asarray(fit.oof)[held])
+        linear, trees = _fit_once(X[train], y[train], names, params, 30, "ridge")
+        assert np.array_equal(_predict(linear, trees, X[held]), np.asarray(fit.oof)[held])
+        # the base and the trees both come from the fold's training points only
+        assert linear.intercept == pytest.approx(float(y[train].mean()), rel=1e-12)
     assert sorted(fit.fold_sizes) == [3, 3, 4] and fit.n_train == 10
 
 
@@ -106,6 +110,52 @@ def test_a_stored_predictor_reloads_and_reproduces_its_predictions_exactly():
     assert np.array_equal(again.predict(probe), fit.predict(probe))
     assert np.array_equal(load_booster(stored["model"]).predict(X), fit.booster().predict(X))
     assert set(again.importance) == set(names) and again.importance == fit.importance
+    assert again.base == fit.base and again.base["alpha"] in [float(a) for a in np.logspace(
+        -3, 3, 13)]
+    # prediction = the ridge base + the trees (LightGBM's own predict leaves the base out)
+    assert np.allclose(again.predict(probe), again.linear().predict(probe)
+                       + again.booster().predict(probe), rtol=0, atol=1e-12)
+    for name in names:
+        parts = again.importance_parts
+        assert again.importance[name] == pytest.approx(parts["trees"][name]
+                                                       + parts["linear"][name], rel=1e-12)
+    trees_only = fit_predictor(X, y, names, target="log_ppl", seed=7, base="none")
+    assert trees_only.base is None and "linear" not in trees_only.importance_parts
+    assert np.array_equal(trees_only.predict(probe), trees_only.booster().predict(probe))
+    with pytest.raises(ValueError, match="allowed: ridge, none"):
+        fit_predictor(X, y, names, target="t", base="lasso")
+
+
+def test_the_ridge_base_matches_a_slow_reference():
+    rng = np.random.default_rng(11)
+    X = rng.uniform(0, 0.5, size=(15, 6))
+    X[:, 5] = 0.25  # a constant feature: scale 1, coefficient 0
+    y = 1.0 + X @ np.array([2.0, -1.0, 0.5, 0.0, 3.0, 0.0]) + rng.normal(0, 0.05, 15)
+    base = fit_ridge(X, y)
+    mean, sd = X.mean(0), X.std(0)
+    sd[sd == 0] = 1.0
+    Z = (X - mean) / sd
+
+    def solve(Zt, yt, alpha):  # normal equations, intercept unpenalised by centring
+        zm, ym = Zt.mean(0), yt.mean()
+        A = (Zt - zm).T @ (Zt - zm) + alpha * np.eye(Zt.shape[1])
+        w = np.linalg.solve(A, (Zt - zm).T @ (yt - ym))
+        return w, ym - zm @ w
+
+    w, b = solve(Z, y, base.alpha)
+    assert np.allclose(base.coef, w, atol=1e-10) and base.coef[5] == pytest.approx(0, abs=1e-12)
+    assert base.intercept + 0 == pytest.approx(b, abs=1e-10)
+    # leave-one-out error by 15 refits (standardisation fixed, as in the closed form)
+    loo = {}
+    for alpha in (0.01, base.alpha, 100.0):
+        errs = []
+        for i in range(15):
+            keep = np.arange(15) != i
+            wi, bi = solve(Z[keep], y[keep], alpha)
+            errs.append((y[i] - Z[i] @ wi - bi) ** 2)
+        loo[alpha] = float(np.mean(errs))
+    assert base.loo_mse == pytest.approx(loo[base.alpha], rel=1e-9)
+    assert all(base.loo_mse <= v + 1e-12 for v in loo.values())  # the grid's best alpha
 
 
 def test_fits_are_deterministic_for_a_seed_and_work_on_tiny_sets():

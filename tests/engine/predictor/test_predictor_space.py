@@ -5,9 +5,11 @@ planner's."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prunestudio.engine.predictor.space import (
     BlockLayout,
@@ -32,16 +34,17 @@ def spaces(draw) -> SearchSpace:
     keep_first = draw(st.integers(0, 2))
     keep_last = draw(st.integers(0, min(2, n - keep_first - 1)))
     free = n - keep_first - keep_last
-    # a budget the free blocks can reach with room to spare, a tolerance above one channel
+    # a budget the free blocks can reach with room to spare, a tolerance above one grid step
+    # of the MLP channels (a coarser grid can miss the window: the sampler then says so)
     reach = 0.4 * free * (blocks[0].att_units * blocks[0].att_params
                           + blocks[0].mlp_units * blocks[0].mlp_params) / total
     budget = draw(st.floats(0.2, 0.8)) * reach
-    tolerance = max(0.3 * budget, 2.0 * 3 * hidden / total)
-    if tolerance >= budget:
-        tolerance = 0.9 * budget
+    step = draw(st.sampled_from([0.05, 0.1, 0.125]))
+    grid_jump = (math.ceil(step * mlp) + 1) * 3 * hidden / total
+    tolerance = max(0.3 * budget, grid_jump)
+    assume(tolerance < budget)
     return SearchSpace.create(Layout(blocks, total), budget=budget, tolerance=tolerance,
-                              step=draw(st.sampled_from([0.05, 0.1, 0.125])),
-                              keep_first=keep_first, keep_last=keep_last)
+                              step=step, keep_first=keep_first, keep_last=keep_last)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -216,3 +216,24 @@ def test_sigkill_then_resume_records_nothing_twice(tmp_path, llama4):
         ref_fits = store.predictor_fits(1)
     assert [f["payload"].get("model") for f in ref_fits] == [
         f["payload"].get("model") for f in fits]
+
+
+def test_accuracy_on_finals_measures_tasks_on_the_baselines_and_finals_only(tmp_path, llama4):
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(_toml(llama4, name="finals", tasks=True, extra='accuracy_on = "finals"\n'
+                         'baselines = ["random"]\nrandom_samples = 2').replace(
+        "rounds = 2", "rounds = 1").replace("top_k = 2", "top_k = 1"))
+    db = tmp_path / "s.db"
+    out = json.loads(cli("run", str(cfg), "--store", str(db), "--json", "--quiet").stdout)
+    assert out["study"]["status"] == "finished"
+    with open_store(db, readonly=True) as store:
+        cands = store.candidates(1, with_metrics=True)
+        fits = store.predictor_fits(1)
+    with_acc = {c["id"] for c in cands if _metric(c, "acc", "task") is not None}
+    held_out = {c["id"] for c in cands if _metric(c, "ppl", "in_domain") is not None}
+    dense = next(c for c in cands if c["spec"]["method"] == "dense")
+    # the dense model, the winner and the best random architecture: accuracy and held-out PPL
+    assert with_acc == held_out and len(with_acc) == 3 and dense["id"] in with_acc
+    assert len(cands) == 1 + 4 + 1 + 2
+    # no accuracy predictor without accuracies to fit
+    assert {f["target"] for f in fits} == {"log_ppl", "selection"}
