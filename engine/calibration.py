@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +241,20 @@ class StatsCache:
     _dense: dict[str, dict[str, LayerStats]] = field(default_factory=dict)
     _grads: dict[str, torch.Tensor] | None = None
     computed: list[str] = field(default_factory=list)  # what had to be computed (not cached)
+
+    def subset(self, indices: Sequence[int]) -> StatsCache:
+        """The statistics of a subset of the calibration windows (an AdaPruner trial's samples):
+        its own hash, computed when first read, never written to the disk cache (one subset per
+        trial would fill it)."""
+        n = int(self.calib_ids.shape[0])
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise ValueError(f"calibration_samples {bad} are out of range: the study's "
+                             f"calibration set has {n} windows (indices 0..{n - 1})")
+        idx = torch.tensor(sorted({int(i) for i in indices}), dtype=torch.long)
+        ids = self.calib_ids.index_select(0, idx.to(self.calib_ids.device))
+        return StatsCache(self.lm, ids, calibration_hash(ids, self.calib_hash),
+                          self.batch_size, use_disk=False)
 
     def block_inputs(self) -> BlockInputs:
         if self._block_inputs is None:

@@ -105,6 +105,11 @@ def check_runnable(config: StudyConfig, ctx: StudyContext) -> None:
         split = cut_search_split(config, ctx)
         check_context(ctx.lm, split.windows.seqlen, "search split")
         ctx.search_split = split
+        if config.tpe is not None:  # every text of the objective, cut and checked now
+            from prunestudio.engine.study.measurements.search_mean import search_parts
+
+            for part in search_parts(ctx, list(config.tpe.splits), config.tpe.batch_size):
+                check_context(ctx.lm, part.windows.seqlen, f"search split {part.windows.spec.label()}")
         specs = [config.search.baseline_spec(m) for m in config.search.baselines]
         specs.append(config.search.candidate_spec("W"))  # the pattern every proposal uses
     else:

@@ -39,6 +39,18 @@ class StudyContext:
     timings: dict[str, float] = field(default_factory=dict)
     tasks: TasksSection | None = None  # lm-eval accuracy after the perplexities
     search_split: EvalWindows | None = None  # searches: the fitness windows (cut once)
+    search_parts: list[EvalWindows] = field(default_factory=list)  # tpe: one per split text
+    _subset: tuple[tuple[int, ...], StatsCache] | None = None
+
+    def stats_for(self, samples: tuple[int, ...] | None) -> StatsCache:
+        """The statistics a spec prunes with: the whole calibration set, or the subset of its
+        windows it names (`CandidateSpec.calibration_samples`; the last subset is kept, so a
+        winner re-measured right after its trial does not recompute its gradients)."""
+        if samples is None:
+            return self.stats
+        if self._subset is None or self._subset[0] != tuple(samples):
+            self._subset = (tuple(samples), self.stats.subset(samples))
+        return self._subset[1]
 
 
 def cut_windows(config: StudyConfig, tokenizer) -> tuple[Windows, list[EvalWindows]]:

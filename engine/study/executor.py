@@ -110,12 +110,13 @@ def prune_candidate(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter |
     reporter = reporter or Reporter()
     method = get_method(spec.method)
     n_blocks = ctx.lm.adapter.num_blocks(ctx.lm.model)
+    stats = ctx.stats_for(spec.calibration_samples)
     with reporter.task(f"prune {spec.label}", n_blocks) as bar:
         if isinstance(method, ShapeChangingMethod):
-            lm, shape = method.prune(ctx.lm, spec, ctx.stats, progress=bar)
+            lm, shape = method.prune(ctx.lm, spec, stats, progress=bar)
             pruned = Pruned(lm, shape=shape, info_key=method.info_key)
         else:
-            pruned = Pruned(ctx.lm, result=prune_model(ctx.lm, spec, ctx.stats, snapshot,
+            pruned = Pruned(ctx.lm, result=prune_model(ctx.lm, spec, stats, snapshot,
                                                        progress=bar))
     if spec.recovery is not None:  # a recovered candidate is its pruned model, then trained
         from prunestudio.engine.recovery import recover_pruned

@@ -27,7 +27,7 @@ __all__ = [
 # must know without the engine: gp and random search over symbolic metrics, and the
 # accuracy-predictor search over per-block structured ratios (its predictors and selection are
 # ranked by the search-split PPL too; task accuracy is a second, predicted objective).
-SEARCH_KINDS = ("gp", "random", "predictor")
+SEARCH_KINDS = ("gp", "random", "predictor", "tpe")
 
 # 'interrupted': the runner stopped on Ctrl-C / SIGTERM (resumable, like 'cancelled').
 # A 'running' study whose runner died without a word is shown as 'stale' (see

@@ -10,6 +10,8 @@ defaults filled in), so the engine (``CandidateSpec.label``), the store's record
 - ``symbolic mul(sqr(W),mms(G)) 50%`` (a symbolic metric shows its expression; a non-default
   scope as ``symbolic[matrix] ...``)
 - ``structured[taylor_first/sum] 25% params``, ``structured[l1/sum/query_head] per-layer``
+- ``structured[combined(0.4,0.1,100)/sum] 20% params calib 8`` (AdaPruner: α, β, γ of the
+  combined importance; pruned with 8 of the calibration windows)
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ def _pct(x: Any) -> str:
 
 
 def _structured(spec: Mapping[str, Any], o: Mapping[str, Any]) -> str:
-    what = f"{o.get('importance', 'taylor_first')}/{o.get('aggregation', 'sum')}"
+    importance = o.get("importance", "taylor_first")
+    if importance == "combined":  # α·vector + β·element first + γ·element second order
+        importance += "(" + ",".join(f"{float(o.get(k, 1.0)):.3g}"
+                                     for k in ("alpha", "beta", "gamma")) + ")"
+    what = f"{importance}/{o.get('aggregation', 'sum')}"
     unit = o.get("attention_unit", "kv_group")
     if unit != "kv_group":
         what += f"/{unit}"
@@ -47,9 +53,8 @@ def spec_label(spec: Mapping[str, Any] | None) -> str:
     recovered candidate's ends with its recovery (``wanda 50% +lora r8``)."""
     if not isinstance(spec, Mapping) or not spec.get("method"):
         return "?"
-    label = _pruning_label(spec)
-    suffix = recovery_label(spec.get("recovery"))
-    return f"{label} {suffix}" if suffix else label
+    parts = [_pruning_label(spec), _samples_label(spec), recovery_label(spec.get("recovery"))]
+    return " ".join(p for p in parts if p)
 
 
 def _pruning_label(spec: Mapping[str, Any]) -> str:
@@ -84,6 +89,12 @@ def _pruning_label(spec: Mapping[str, Any]) -> str:
     if isinstance(calibration, Mapping) and calibration.get("mode") == "dense":
         parts.append("dense-calib")
     return " ".join(parts)
+
+
+def _samples_label(spec: Mapping[str, Any]) -> str:
+    """``calib 8`` when the spec prunes with a subset of the calibration windows."""
+    samples = spec.get("calibration_samples")
+    return f"calib {len(samples)}" if isinstance(samples, (list, tuple)) else ""
 
 
 def realised_label(info: Mapping[str, Any] | None) -> str | None:

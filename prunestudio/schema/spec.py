@@ -106,14 +106,32 @@ class CandidateSpec(BaseModel):
     recovery: RecoverySettings | None = Field(
         None, description="LoRA / QLoRA fine-tuning after pruning (a recovered candidate); "
         "None: not recovered (left out of the canonical form, so hashes stay as they were)")
+    calibration_samples: tuple[int, ...] | None = Field(
+        None, description="prune with these windows of the study's calibration set only "
+        "(indices into it, ascending, distinct: the calibration pool of an AdaPruner search); "
+        "None: every window (left out of the canonical form)")
 
     @model_serializer(mode="wrap")
-    def _drop_unset_recovery(self, handler: SerializerFunctionWrapHandler,
-                             info: SerializationInfo) -> dict:
+    def _drop_unset_optionals(self, handler: SerializerFunctionWrapHandler,
+                              info: SerializationInfo) -> dict:
         data = handler(self)
-        if isinstance(data, dict) and data.get("recovery", ...) is None:
-            del data["recovery"]
+        if isinstance(data, dict):
+            for key in ("recovery", "calibration_samples"):
+                if data.get(key, ...) is None:
+                    del data[key]
         return data
+
+    @field_validator("calibration_samples")
+    @classmethod
+    def _samples(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("calibration_samples is empty: give at least one window index "
+                             "(or leave it out for every window)")
+        if any(i < 0 for i in v):
+            raise ValueError(f"calibration_samples are window indices (>= 0); got {list(v)}")
+        return tuple(sorted(set(v)))
 
     @field_validator("sparsity")
     @classmethod

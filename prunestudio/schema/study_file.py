@@ -448,6 +448,86 @@ class PredictorSection(_Strict):
              "finalists": 0}, context=context)
 
 
+TPE_BASELINES = ("llm_pruner",)
+ALIGNMENT_FACTORS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+
+
+def _default_tpe_splits() -> list[WindowSpec]:
+    # two texts of different kinds (AdaPruner averages WikiText-2 and PTB): pydoc tokens
+    # [20000, 21024) and Macbeth's first 1024 tokens; disjoint from the default calibration and
+    # held-out sets (built unvalidated, like _default_search_split)
+    return [WindowSpec.model_construct(source="pydoc", split="all", seqlen=128, n=8,
+                                       offset=20000),
+            WindowSpec.model_construct(source="shakespeare", split="macbeth", seqlen=128, n=8,
+                                       offset=0)]
+
+
+class TpeSection(_Strict):
+    """AdaPruner (Sample-aware Adaptive Structured Pruning for LLMs): Optuna's TPE (or random)
+    sampler over which calibration windows × the coefficients of the combined Taylor
+    importance, for structured pruning at a fixed parameter budget.
+
+    A trial picks `samples` windows of the study's [calibration] set (the pool; `samples` slots,
+    each choosing any window, duplicates dropped) and α (vector-wise Taylor), β (element-wise
+    first order) in [0, 1] and an alignment factor f for the element-wise second-order term
+    (γ = β · f: the second-order term is orders of magnitude smaller). The candidate is the
+    `structured` method with importance `combined` (α, β, γ) at `sparsity` of the parameters,
+    pruned with the chosen windows only; its objective is the mean PPL over `splits`.
+    """
+
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler, or "
+                                              "RandomSampler (the baseline), both seeded")
+    trials: int = Field(60, ge=1, description="trials (real evaluations)")
+    n_startup_trials: int = Field(10, ge=1, description="TPE: random trials before it models")
+    sparsity: float = Field(0.2, gt=0, lt=1, description="fraction of all parameters removed")
+    block_start: int | None = Field(None, description="first pruned block (None: LLM-Pruner's "
+                                    "default range scaled to the model's depth)")
+    block_end: int | None = Field(None, description="end of the pruned blocks, exclusive")
+    samples: int = Field(8, ge=1, description="calibration windows per trial, drawn from the "
+                         "[calibration] windows (the pool)")
+    search: Literal["joint", "calibration", "importance"] = Field(
+        "joint", description="joint: windows × coefficients (AdaPruner); calibration: windows "
+        "only, importance fixed (first-order element-wise, LLM-Pruner's default); importance: "
+        "coefficients only, windows fixed (a seeded random draw)")
+    orders: Literal["both", "first", "second"] = Field(
+        "both", description="Taylor terms in the importance: both (α, β and γ = β·f), first "
+        "(α, β; γ = 0) or second (γ only: α = β = 0)")
+    factors: list[float] = Field(default_factory=lambda: list(ALIGNMENT_FACTORS), min_length=1,
+                                 description="alignment factors f of the second-order term")
+    aggregations: list[Literal["sum", "mean", "max", "prod", "last"]] = Field(
+        default_factory=lambda: ["sum"], min_length=1, description="group aggregations to "
+        "choose among (one: fixed)")
+    splits: list[WindowSpec] = Field(default_factory=_default_tpe_splits, min_length=1,
+                                     max_length=4, description="objective = mean PPL over "
+                                     "these texts (role search; each also recorded alone)")
+    baselines: list[Literal["llm_pruner"]] = Field(
+        default_factory=lambda: list(TPE_BASELINES), description="llm_pruner: first-order "
+        "element-wise Taylor on a seeded random draw of `samples` windows, same budget")
+    batch_size: int = Field(4, ge=1)
+
+    @field_validator("factors")
+    @classmethod
+    def _factors(cls, v: list[float]) -> list[float]:
+        if any(not f > 0 for f in v):
+            raise ValueError(f"factors must be positive; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> TpeSection:
+        if self.search == "importance" and self.orders == "second":
+            raise ValueError("search = 'importance' with orders = 'second' leaves nothing to "
+                             "search (the second-order term alone has no coefficient to tune): "
+                             "search calibration or joint, or use orders both / first")
+        return self
+
+    def search_section(self, context: Any = None) -> SearchSection:
+        """The [search] a tpe study runs with (derived, not recorded): its first split, the
+        batch size and the budget (`context`: the validation's)."""
+        return SearchSection.model_validate(
+            {"split": self.splits[0], "batch_size": self.batch_size, "budget": self.trials,
+             "finalists": 0}, context=context)
+
+
 class StudyConfig(_Strict):
     study: StudySection = Field(default_factory=StudySection)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -461,6 +541,7 @@ class StudyConfig(_Strict):
                                        "(grid studies; a predictor study's accuracy objective)")
     predictor: PredictorSection | None = Field(None, description="settings of a predictor "
                                                "study")
+    tpe: TpeSection | None = Field(None, description="settings of a tpe (AdaPruner) study")
     recovery: RecoverySection | None = Field(None, description="LoRA / QLoRA recovery of the "
                                              "study's best candidates after it has run")
 
@@ -487,6 +568,10 @@ class StudyConfig(_Strict):
             if isinstance(table, dict) and "split" in table:
                 data[section] = {**table, "split": with_default_split(table["split"],
                                                                       "evaluation", catalog)}
+        table = data.get("tpe")
+        if isinstance(table, dict) and isinstance(table.get("splits"), list):
+            data["tpe"] = {**table, "splits": [with_default_split(w, "evaluation", catalog)
+                                               for w in table["splits"]]}
         return data
 
     @field_validator("evaluation")
@@ -502,26 +587,31 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind_sections(self, info: ValidationInfo) -> StudyConfig:
-        predictor = self.study.kind == "predictor"
-        if predictor:
-            if self.predictor is None:
-                object.__setattr__(self, "predictor", PredictorSection.model_validate(
-                    {}, context=info.context))
-            derived = self.predictor.search_section(info.context)
-            if self.search is not None and self.search != derived:
-                raise ValueError("[search] is for study.kind = 'gp' or 'random'; a predictor "
-                                 "study's search split is predictor.split")
-            object.__setattr__(self, "search", derived)
-        elif self.predictor is not None:
-            raise ValueError("[predictor] is for study.kind = 'predictor'; this study is kind "
-                             f"{self.study.kind!r}")
+        for kind, model, split in (("predictor", PredictorSection, "predictor.split"),
+                                   ("tpe", TpeSection, "tpe.splits")):
+            if self.study.kind == kind:
+                if getattr(self, kind) is None:
+                    object.__setattr__(self, kind, model.model_validate(
+                        {}, context=info.context))
+                derived = getattr(self, kind).search_section(info.context)
+                if self.search is not None and self.search != derived:
+                    raise ValueError(f"[search] is for study.kind = 'gp' or 'random'; a {kind} "
+                                     f"study's search split is {split}")
+                object.__setattr__(self, "search", derived)
+            elif getattr(self, kind) is not None:
+                raise ValueError(f"[{kind}] is for study.kind = {kind!r}; this study is kind "
+                                 f"{self.study.kind!r}")
+        if self.tpe is not None and self.tpe.samples > self.calibration.n:
+            raise ValueError(f"tpe.samples = {self.tpe.samples} windows per trial, but the "
+                             f"[calibration] pool has only {self.calibration.n} (raise "
+                             "calibration.n or lower tpe.samples)")
         if self.is_search:
             if self.search is None:
                 object.__setattr__(self, "search", SearchSection())
             if self.grid.methods or self.candidates:
                 raise ValueError(f"a {self.study.kind} study takes no grid.methods or "
                                  "[[candidates]]: use search.baselines for reference methods")
-            if self.tasks is not None and not predictor:
+            if self.tasks is not None and self.study.kind not in ("predictor", "tpe"):
                 raise ValueError(f"[tasks] is for grid studies; measure a {self.study.kind} "
                                  "study's finalists with `prunestudio eval CANDIDATE --tasks "
                                  "...` (task accuracy is not its fitness)")
@@ -547,10 +637,10 @@ class StudyConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        if self.study.kind == "predictor":
-            data.pop("search", None)  # derived from [predictor] (`search_section`)
+        if self.study.kind in ("predictor", "tpe"):
+            data.pop("search", None)  # derived from [predictor] / [tpe] (`search_section`)
         # unset: the same recorded config as before
-        for optional in ("search", "tasks", "predictor", "recovery"):
+        for optional in ("search", "tasks", "predictor", "tpe", "recovery"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         if not data["study"].get("measurements"):
