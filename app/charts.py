@@ -343,9 +343,11 @@ def fit_quality(df: pd.DataFrame, title: str) -> go.Figure:
     return _layout(fig, title, x="round", y="held-out folds")
 
 
-def importance_bars(importance: Mapping[str, float], title: str, *, top: int = 20) -> go.Figure:
-    """The ``top`` features by gain, largest first."""
+def importance_bars(importance: Mapping[str, float], title: str, *, top: int = 20,
+                    x: str = "gain") -> go.Figure:
+    """The ``top`` features by importance (``x``: what it is, the axis title), largest
+    first."""
     items = sorted(importance.items(), key=lambda kv: -kv[1])[:top]
     fig = go.Figure(go.Bar(x=[v for _, v in items][::-1], y=[k for k, _ in items][::-1],
                            orientation="h", hovertemplate="%{y}: %{x:.4g}<extra></extra>"))
-    return _layout(fig, title, height=max(260, 22 * len(items) + 80), x="gain")
+    return _layout(fig, title, height=max(260, 22 * len(items) + 80), x=x)

@@ -243,6 +243,17 @@ def load_predictor_fits(path: str, study_id: int, token: int) -> list[dict[str, 
         return browse.predictor_fits(r.store, study_id)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_sibling_trials(path: str, study_id: int, objective: MetricIdentity, info_key: str,
+                        token: int) -> list[dict[str, Any]]:
+    """The trials of the study and of every other study of its kind and model, with their
+    ``objective`` values and ``info[info_key]`` (``browse.sibling_trials``), re-read when the
+    store's change token moves (another study's new trial moves it too)."""
+    r = reader(path)
+    with r.lock:
+        return browse.sibling_trials(r.store, study_id, objective, info_key)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def load_counts(path: str, study_id: int, token: int | None) -> dict[str, int]:
     r = reader(path)

@@ -45,7 +45,9 @@ class RichReporter(Reporter):
         )
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)  # labels hold [brackets]
+        # labels hold [brackets]; a log file (not a terminal) gets whole lines, never wrapped
+        self.console.print(text, highlight=False, markup=False,
+                           soft_wrap=not self.console.is_terminal)
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[ProgressFn]:

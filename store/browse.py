@@ -42,6 +42,7 @@ __all__ = [
     "metric_identities",
     "predictor_fits",
     "recent_events",
+    "sibling_trials",
     "status_counts",
     "study_overview",
     "study_token",
@@ -418,4 +419,30 @@ def predictor_fits(store: Store, study_id: int) -> list[dict[str, Any]]:
                         " ORDER BY round, target, id", (int(study_id),))
     for r in found:
         r["payload"] = json.loads(r["payload"] or "{}")
+    return found
+
+
+@guarded
+def sibling_trials(store: Store, study_id: int, objective: MetricIdentity,
+                   info_key: str) -> list[dict[str, Any]]:
+    """The trials (candidates with a generation) of the study and of every other study of its
+    kind and model, for charts that compare searches (a TPE study against its random-sampler
+    twin): rows of ``study_id``, ``study`` (name), ``seed``, ``id``, ``generation``,
+    ``status``, ``origin``, ``value`` (the candidate's ``objective``, None where not
+    measured) and ``info`` (its ``info[info_key]``, decoded; None without). The study's own
+    trials first, then the others by study id; each by generation. One query."""
+    if not info_key.isidentifier():
+        raise ValueError(f"info_key must be an identifier; got {info_key!r}")
+    with store.snapshot() as c:
+        found = rows(
+            c,
+            "SELECT s.id AS study_id, s.name AS study, s.seed, c.id, c.generation, c.status,"
+            " c.origin, m.value, json_quote(json_extract(c.info, ?)) AS info"
+            " FROM studies t JOIN studies s ON s.kind = t.kind AND s.model = t.model"
+            " JOIN candidates c ON c.study_id = s.id AND c.generation IS NOT NULL"
+            " LEFT JOIN metrics m ON m.candidate_id = c.id AND " + _identity_sql("m") +
+            " WHERE t.id = ? ORDER BY s.id != t.id, s.id, c.generation, c.idx",
+            [f"$.{info_key}", *_identity_params(objective), int(study_id)])
+    for r in found:
+        r["info"] = json.loads(r["info"] or "null")
     return found

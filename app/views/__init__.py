@@ -5,8 +5,9 @@ Every module of this package (not ``base`` nor ``_private`` ones) is scanned for
 (``kinds = ("*",)``: best so far, every candidate, the candidate table, the timeline) serve
 every study, the kind views add their tabs (gp: lineage and generations; random: the fitness
 distribution; grid: methods × patterns and sparsity curves; structured grids: per-layer
-ratios). A study of a kind nobody registered still gets the generic views. To add a view for
-a new kind (a TPE or predictor search), add a module here::
+ratios; predictor: the fits per round; tpe: convergence against the other tpe studies, fANOVA
+importances and slices). A study of a kind nobody registered still gets the generic views. To
+add a view for a new kind, add a module here::
 
     class PredictorView(StudyView):
         name, title, kinds = "predictor", "Predictor", ("predictor",)

@@ -16,7 +16,7 @@ engine's measurements write.
   they realised, params and parameter ratios;
 - ``random-search`` (random, finished): symbolic candidates, baselines;
 - ``broken-grid`` (grid, failed): a study error and candidates failing for two reasons;
-- ``tpe-search`` (a kind no view registered): a few candidates.
+- ``anneal-search`` (a kind no view registered): a few candidates.
 
 ``build_empty_store(path)``: an initialised store without studies. ``build_big_store(path,
 n)``: one running GP study of ``n`` candidates (benchmarks); ``add_search_candidates`` adds
@@ -49,7 +49,7 @@ __all__ = ["START", "STUDIES", "add_search_candidates", "build_app_store", "buil
 
 START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 STUDIES = ("baselines", "prunerzero-gp", "structured-grid", "random-search", "broken-grid",
-           "tpe-search")
+           "anneal-search")
 MODEL = "smollm2-135m-instruct (Q4_1 GGUF)"
 TRACEBACK = (
     "RuntimeError: SparseGPT: Cholesky decomposition failed on model.layers.7.mlp.down_proj "
@@ -304,12 +304,13 @@ def _broken(store: Store) -> int:
 
 
 def _unknown(store: Store) -> int:
-    sid = store.create_study(name="tpe-search", kind="tpe", model=MODEL, seed=5, budget=5,
-                             config={"study": {"name": "tpe-search", "kind": "tpe", "seed": 5},
+    sid = store.create_study(name="anneal-search", kind="anneal", model=MODEL, seed=5, budget=5,
+                             config={"study": {"name": "anneal-search", "kind": "anneal",
+                                               "seed": 5},
                                      "evaluation": [{"role": "in_domain", "fidelity": "full"}]})
     store.set_study_status(sid, "running")
     for i in range(3):
-        _run(store, sid, spec("wanda", 0.5 + 0.05 * i), "tpe",
+        _run(store, sid, spec("wanda", 0.5 + 0.05 * i), "anneal",
              metrics=[_ppl(29.0 + 5 * i, "in_domain")], seconds=5.0)
     store.set_study_status(sid, "finished")
     return sid

@@ -46,7 +46,7 @@ def test_studies_page_lists_every_study_with_best_values(run_app: Run) -> None:
     assert gp["status"] == "stale"  # 'running' in the store, its heartbeat long gone
     assert table.loc["structured-grid", "status"] == "cancelled"
     assert table.loc["broken-grid", "failed"] == 3
-    assert table.loc["tpe-search", "kind"] == "tpe"
+    assert table.loc["anneal-search", "kind"] == "anneal"
     assert table.loc["baselines", "open"] == f"study?study={GRID}"
     links = page_links(at)
     assert ("baselines · grid · finished", "study", f"study={GRID}") in links
@@ -158,9 +158,9 @@ def test_random_and_unknown_kind_study_pages(run_app: Run) -> None:
     assert_clean(at)
     assert "Distribution" in [t.label for t in at.tabs]
     assert "1 of 10 candidates beat the baseline wanda 50% dense-calib (30.5)" in texts(at)
-    unknown = run_app(study="tpe-search")  # by name; a kind no view registered
+    unknown = run_app(study="anneal-search")  # by name; a kind no view registered
     assert_clean(unknown)
-    assert unknown.title[0].value == "Study tpe-search"
+    assert unknown.title[0].value == "Study anneal-search"
     assert [t.label for t in unknown.tabs] == ["Progress", "Candidates", "Timeline"]
     assert {m.label: m.value for m in unknown.metric}["Best ppl in"] == "29"
 

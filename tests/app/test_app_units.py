@@ -68,7 +68,7 @@ def test_view_registry_has_generic_and_kind_views() -> None:
     assert [v.name for v in kind_views("gp")] == ["progress", "candidates", "lineage",
                                                   "generations", "timeline"]
     # a kind nobody registered still gets the generic views; a registered kind adds its own
-    assert [v.name for v in kind_views("tpe")] == ["progress", "candidates", "timeline"]
+    assert [v.name for v in kind_views("anneal")] == ["progress", "candidates", "timeline"]
     assert [v.name for v in kind_views("predictor")] == ["progress", "candidates", "predictor",
                                                          "timeline"]
     assert all(ANY_KIND in views[n].kinds for n in ("progress", "candidates", "timeline"))

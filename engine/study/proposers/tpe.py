@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from prunestudio.engine.study.executor import CandidateResult, Job
+from prunestudio.engine.study.measurements.search_mean import PART_ROLE
 from prunestudio.engine.study.proposers.base import (
     Item,
     Note,
@@ -392,12 +393,16 @@ class TpeSearch(Proposer):
         return f"{c['id']} ({what}) {CandidateSpec.model_validate(c['spec']).label}"
 
     def done_notes(self, item: Item, result: CandidateResult) -> list[Note]:
-        ppl = {(m["role"], m["dataset"]): m["value"] for m in result.metrics
-               if m["name"] == "ppl"}
+        ppl = [m for m in result.metrics if m["name"] == "ppl"]
         acc = [m["value"] for m in result.metrics if m["role"] == TASK_ROLE
                and m["name"] == "acc"]
-        text = ", ".join([f"{role} {ds} PPL {v:.3f}" for (role, ds), v in ppl.items()]
-                         + ([f"acc {sum(acc) / len(acc):.3f}"] if acc else []))
+        parts = ", ".join(f"{m['dataset']} {m['value']:.2f}" for m in ppl
+                          if m["role"] == PART_ROLE)
+        text = ", ".join(
+            [f"objective {m['value']:.3f} ({parts})" for m in ppl if m["role"] == SEARCH_ROLE]
+            + [f"{m['role']} PPL {m['value']:.3f}" for m in ppl
+               if m["role"] not in (SEARCH_ROLE, PART_ROLE)]
+            + ([f"acc {sum(acc) / len(acc):.3f}"] if acc else []))
         if item.mode == "remeasure":
             return [Note(f"winner: candidate {item.id} re-measured: {text}",
                          candidate_id=item.id),
@@ -407,7 +412,7 @@ class TpeSearch(Proposer):
                 if best is not None and item.candidate.get("generation") is not None else "")
         return [Note(f"candidate {self.label(item)}: {text}{tail}", candidate_id=item.id,
                      progress=self.progress()),
-                Note(f"  {item.id:>4} {self.label(item)[:70]:<70} {text}", console=True)]
+                Note(f"  {item.id:>4} {self.label(item)[:60]:<60} {text}", console=True)]
 
     def finish(self) -> list[Note]:
         winner = self.winner()

@@ -226,3 +226,21 @@ def test_random_sampler_and_ablations_search_what_they_say(tmp_path, llama4):
     r = cli("run", str(bad), "--store", str(tmp_path / "b.db"), check=False)
     assert r.returncode == 2 and "only 6" in r.stderr
     assert not (tmp_path / "b.db").exists()  # refused before anything is recorded
+
+
+def test_the_shipped_adapruner_configs_parse_as_their_names_say():
+    root = Path(__file__).resolve().parents[3] / "configs"
+    expect = {"adapruner-smollm2": ("tpe", "joint", "both"),
+              "adapruner/random-sampler": ("random", "joint", "both"),
+              "adapruner/first-order": ("tpe", "joint", "first"),
+              "adapruner/second-order": ("tpe", "calibration", "second"),
+              "adapruner/calibration-only": ("tpe", "calibration", "both"),
+              "adapruner/importance-only": ("tpe", "importance", "both")}
+    for name, (sampler, search, orders) in expect.items():
+        config = load_config(root / f"{name}.toml")
+        t = config.tpe
+        assert (t.sampler, t.search, t.orders) == (sampler, search, orders), name
+        assert config.study.kind == "tpe" and t.sparsity == 0.2 and t.trials == 60
+        assert len(t.splits) == 2 and config.calibration.n == 32 and t.samples == 8
+    assert sorted(p.stem for p in (root / "adapruner").glob("*.toml")) == sorted(
+        n.split("/")[1] for n in expect if "/" in n)
