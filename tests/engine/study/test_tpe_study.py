@@ -240,7 +240,7 @@ def test_the_shipped_adapruner_configs_parse_as_their_names_say():
         config = load_config(root / f"{name}.toml")
         t = config.tpe
         assert (t.sampler, t.search, t.orders) == (sampler, search, orders), name
-        assert config.study.kind == "tpe" and t.sparsity == 0.2 and t.trials == 60
-        assert len(t.splits) == 2 and config.calibration.n == 32 and t.samples == 8
+        assert config.study.kind == "tpe" and t.sparsity == 0.2 and t.trials == 40
+        assert len(t.splits) == 2 and config.calibration.n == 32 and t.samples == 10
     assert sorted(p.stem for p in (root / "adapruner").glob("*.toml")) == sorted(
         n.split("/")[1] for n in expect if "/" in n)
