@@ -15,7 +15,14 @@ from typing import Any
 from prunestudio.store import Store, queries
 from prunestudio.store.records import candidate_record, study_record
 
-from prunestudio.schema import SEARCH_ROLE, Candidate, Metric, Study, task_metric_title
+from prunestudio.schema import (
+    SEARCH_ROLE,
+    Candidate,
+    Metric,
+    Study,
+    is_search_part,
+    task_metric_title,
+)
 
 
 def _console(file=None):
@@ -164,7 +171,9 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
 
     console = _console(file)
     summary = search_summary(study, cands)
-    roles = eval_roles(study, cands)
+    found = eval_roles(study, cands)
+    parts = [r for r in found if is_search_part(r)]  # the texts an averaged fitness is over
+    roles = [r for r in found if not is_search_part(r)]
     finalists = summary["finalists"]
     rank = {cid: i + 1 for i, cid in enumerate(finalists)}
 
@@ -190,7 +199,7 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
             table.add_column(col, overflow="fold", min_width=min(widest, 56))
         else:
             table.add_column(col, justify=justify)
-    for r in roles:
+    for r in parts + roles:
         table.add_column(f"{r} PPL", justify="right")
     table.add_column("final", justify="right")
     table.add_column("≡ of", justify="right")
@@ -201,15 +210,16 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         row = [str(c.id), "" if c.generation is None else str(c.generation),
                c.origin, ",".join(map(str, c.parents or [])) or "",
                _what(c), status, _fmt(_fitness(c))]
-        row += [_fmt(ppl[r].value) if r in ppl else "" for r in roles]
+        row += [_fmt(ppl[r].value) if r in ppl else "" for r in parts + roles]
         row.append(str(rank[c.id]) if c.id in rank else "")
         row.append("" if eq is None else f"{eq} ({c.equivalence})")
         style = ("red" if c.status == "failed" else "bold" if c.id in rank else
                  "dim" if eq is not None else None)
         table.add_row(*row, style=style)
     console.print(table)
-    console.print("  search PPL: fitness on the search split (proxy); "
-                  + ", ".join(f"{r} PPL" for r in roles)
+    console.print("  search PPL: fitness on the search split (proxy"
+                  + (f"; the mean of {', '.join(f'{r} PPL' for r in parts)}" if parts else "")
+                  + "); " + ", ".join(f"{r} PPL" for r in roles)
                   + ": held-out text (full), measured for the finalists (final = rank by "
                   "search PPL) and baselines; ≡ of: mask-equivalent to that candidate (rank key "
                   "or identical pruned weights), its fitness reused", highlight=False)
@@ -232,7 +242,7 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         console.print(f"  best by search PPL: {b['expression'] or b['label']} (candidate "
                       f"{b['id']}, generation {b['generation']}, {b['origin']}): "
                       f"{_fmt(b['search_ppl'])}", highlight=False)
-    _protocol_lines(console, cands, [SEARCH_ROLE, *roles])
+    _protocol_lines(console, cands, [SEARCH_ROLE, *parts, *roles])
     failed = [c for c in cands if c.status == "failed"]
     for c in failed[:5]:
         console.print(f"  candidate {c.id} ({_what(c)}) failed: {c.first_error_line or ''}",

@@ -33,10 +33,13 @@ from .constants import (
     REFERENCE_METHODS,
     REFERENCE_ORIGINS,
     SEARCH_KINDS,
+    SEARCH_PART_PREFIX,
     SEARCH_ROLE,
     STUDY_STATUSES,
     STUDY_TERMINAL,
     TASK_ROLE,
+    is_search_part,
+    search_part_roles,
 )
 from .labels import realised_label, spec_label
 from .metrics import (
@@ -64,7 +67,10 @@ __all__ = [
     "SHAPE_ONLY",
     "REFERENCE_ORIGINS",
     "SEARCH_KINDS",
+    "SEARCH_PART_PREFIX",
     "SEARCH_ROLE",
+    "is_search_part",
+    "search_part_roles",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
     "TASK_ROLE",

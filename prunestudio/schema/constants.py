@@ -6,6 +6,9 @@ The store validates against these, the engine writes them, the UIs filter by the
 from __future__ import annotations
 
 __all__ = [
+    "SEARCH_PART_PREFIX",
+    "is_search_part",
+    "search_part_roles",
     "SEARCH_KINDS",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
@@ -50,6 +53,27 @@ METRIC_IDENTITY_KEYS = ("name", "role", "dataset", "split", "seqlen", "fidelity"
 SEARCH_ROLE = "search"
 FITNESS_METRIC = ("ppl", SEARCH_ROLE)  # (name, role)
 TASK_ROLE = "task"  # lm-eval task accuracies (dataset = the task name)
+# One text of a fitness averaged over several (AdaPruner's objective): role 'search_<source>'
+# (`search_part_roles`), fidelity proxy; the mean itself has role 'search'.
+SEARCH_PART_PREFIX = "search_"
+
+
+def search_part_roles(texts: list[tuple[str, str]]) -> list[str]:
+    """The role of each (source, split) text of a fitness averaged over several: ``search_``
+    + the source, + ``_<split>`` where two texts share a source, + ``_<i>`` where even that
+    repeats (a role names one text of the study)."""
+    def clean(x: str) -> str:
+        return "".join(ch if ch.isalnum() else "_" for ch in x)
+
+    sources = [src for src, _ in texts]
+    roles = [SEARCH_PART_PREFIX + clean(src) + ("" if sources.count(src) == 1
+                                                else "_" + clean(split))
+             for src, split in texts]
+    return [r if roles.count(r) == 1 else f"{r}_{i}" for i, r in enumerate(roles)]
+
+
+def is_search_part(role: str | None) -> bool:
+    return bool(role) and role.startswith(SEARCH_PART_PREFIX)
 
 # Candidates that are references, not results: the unpruned model and the baselines a study
 # measures for comparison (origin 'baseline'). They are shown, never "the best".

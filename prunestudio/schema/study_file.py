@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .catalog import catalog_for
-from .constants import SEARCH_KINDS, SEARCH_ROLE
+from .constants import SEARCH_KINDS, SEARCH_PART_PREFIX, SEARCH_ROLE
 from .method_options import Importance
 from .recovery import RecoverySection
 from .spec import CandidateSpec, Pattern
@@ -583,6 +583,10 @@ class StudyConfig(_Strict):
         if SEARCH_ROLE in roles:
             raise ValueError(f"evaluation role {SEARCH_ROLE!r} is reserved for the fitness of a "
                              "search (its windows are [search] split)")
+        parts = [r for r in roles if r.startswith(SEARCH_PART_PREFIX)]
+        if parts:
+            raise ValueError(f"evaluation roles starting with {SEARCH_PART_PREFIX!r} are "
+                             f"reserved for the texts of a search's objective; got {parts}")
         return v
 
     @model_validator(mode="after")

@@ -33,8 +33,8 @@ OBJECTIVE = MetricIdentity("ppl", "search", "pydoc+shakespeare", "all+macbeth", 
 def _objective(value: float, dataset: str = "pydoc+shakespeare",
                split: str = "all+macbeth") -> list[dict[str, Any]]:
     """The search-mean record and its two parts, as the search_mean measurement writes them."""
-    parts = [_ppl(value * 0.8, "search_part", fidelity="proxy", seqlen=128, n=8),
-             _ppl(value * 1.2, "search_part", fidelity="proxy", dataset="shakespeare",
+    parts = [_ppl(value * 0.8, "search_pydoc", fidelity="proxy", seqlen=128, n=8),
+             _ppl(value * 1.2, "search_shakespeare", fidelity="proxy", dataset="shakespeare",
                   split="macbeth", seqlen=128, n=8)]
     return [*parts, _ppl(value, "search", fidelity="proxy", dataset=dataset, split=split,
                          seqlen=128, n=16)]

@@ -155,3 +155,16 @@ def test_default_store_path(monkeypatch) -> None:
     assert str(default_store_path()) == "prunestudio.db"
     monkeypatch.setenv("PRUNESTUDIO_STORE", "/x/y.db")
     assert str(default_store_path()) == "/x/y.db"
+
+
+def test_search_part_roles_name_each_text_once():
+    from prunestudio.schema import is_search_part, search_part_roles
+
+    assert search_part_roles([("pydoc", "all"), ("shakespeare", "macbeth")]) == [
+        "search_pydoc", "search_shakespeare"]
+    assert search_part_roles([("shakespeare", "macbeth"), ("shakespeare", "king-lear")]) == [
+        "search_shakespeare_macbeth", "search_shakespeare_king_lear"]
+    assert search_part_roles([("pydoc", "all"), ("pydoc", "all")]) == [
+        "search_pydoc_all_0", "search_pydoc_all_1"]
+    assert is_search_part("search_pydoc") and not is_search_part("search")
+    assert not is_search_part(None) and not is_search_part("in_domain")

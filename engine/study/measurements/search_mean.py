@@ -1,8 +1,8 @@
 """Search fitness over several texts: the mean perplexity of the search splits (AdaPruner's
 objective averages WikiText-2 and PTB).
 
-Records one ``ppl`` per split (role ``search_part``, its own dataset / split / windows, fidelity
-``proxy``) and their arithmetic mean as the fitness (role ``search``; dataset and split the
+Records one ``ppl`` per split (role ``search_<source>``, `schema.search_part_roles`; its own
+dataset / split / windows, fidelity ``proxy``) and their arithmetic mean as the fitness (role ``search``; dataset and split the
 parts' joined with ``+``, n_samples their windows together, the parts in its protocol), so every
 reader that ranks a search by its ``search`` metric ranks by the objective. The splits' windows
 are cut once per worker (kept on the study context) and checked disjoint from the calibration
@@ -20,11 +20,9 @@ from prunestudio.engine.study.context import EvalWindows, StudyContext
 from prunestudio.engine.study.measurements.base import Measurement, Metric, NoSettings
 from pydantic import Field
 
-from prunestudio.schema import SEARCH_ROLE
+from prunestudio.schema import SEARCH_ROLE, search_part_roles
 from prunestudio.schema.canonical import canonical_json
 from prunestudio.schema.window_spec import WindowSpec
-
-PART_ROLE = "search_part"
 
 
 class Settings(NoSettings):
@@ -42,7 +40,8 @@ def search_parts(ctx: StudyContext, splits: list[WindowSpec], batch_size: int
     if cached == key and ctx.search_parts:
         return ctx.search_parts
     parts = []
-    for spec in splits:
+    roles = search_part_roles([(w.source, w.split) for w in splits])
+    for spec, role in zip(splits, roles, strict=True):
         windows = build_windows(spec, ctx.lm.tokenizer)
         for what, other in [("calibration", ctx.calibration)] + [
                 (f"evaluation set {ev.role!r}", ev.windows) for ev in ctx.evaluations]:
@@ -51,7 +50,7 @@ def search_parts(ctx: StudyContext, splits: list[WindowSpec], batch_size: int
             except WindowError as exc:
                 raise WindowError(f"search split {spec.label()} overlaps the {what}: "
                                   f"{exc}") from None
-        parts.append(EvalWindows(PART_ROLE, "proxy", windows, batch_size))
+        parts.append(EvalWindows(role, "proxy", windows, batch_size))
     ctx.search_parts = parts
     ctx._search_parts_key = key  # type: ignore[attr-defined]
     return parts
@@ -85,7 +84,7 @@ class SearchMean(Measurement):
         for ev in search_parts(ctx.study, list(s.splits), s.batch_size):
             with ctx.reporter.task(f"ppl {ev.windows.spec.label()}", ev.windows.n) as bar:
                 ppl = perplexity(model.model, ev.windows, model.device, ev.batch_size, bar)
-            parts.append(ppl.metric(fidelity="proxy", role=PART_ROLE, windows=ev.windows))
+            parts.append(ppl.metric(fidelity="proxy", role=ev.role, windows=ev.windows))
         fitness = mean_metric(parts)
         if s.check_finite:
             check_fitness(fitness["value"], f"candidate {ctx.candidate_id} {ctx.spec.label}")

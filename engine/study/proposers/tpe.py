@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from prunestudio.engine.study.executor import CandidateResult, Job
-from prunestudio.engine.study.measurements.search_mean import PART_ROLE
 from prunestudio.engine.study.proposers.base import (
     Item,
     Note,
@@ -42,7 +41,7 @@ from prunestudio.engine.study.proposers.base import (
 )
 from prunestudio.engine.study.proposers.predictor import llm_pruner_blocks
 
-from prunestudio.schema import SEARCH_ROLE, TASK_ROLE
+from prunestudio.schema import SEARCH_ROLE, TASK_ROLE, is_search_part
 from prunestudio.schema.spec import CandidateSpec
 from prunestudio.schema.study_file import TpeSection
 
@@ -397,11 +396,11 @@ class TpeSearch(Proposer):
         acc = [m["value"] for m in result.metrics if m["role"] == TASK_ROLE
                and m["name"] == "acc"]
         parts = ", ".join(f"{m['dataset']} {m['value']:.2f}" for m in ppl
-                          if m["role"] == PART_ROLE)
+                          if is_search_part(m["role"]))
         text = ", ".join(
             [f"objective {m['value']:.3f} ({parts})" for m in ppl if m["role"] == SEARCH_ROLE]
             + [f"{m['role']} PPL {m['value']:.3f}" for m in ppl
-               if m["role"] not in (SEARCH_ROLE, PART_ROLE)]
+               if m["role"] != SEARCH_ROLE and not is_search_part(m["role"])]
             + ([f"acc {sum(acc) / len(acc):.3f}"] if acc else []))
         if item.mode == "remeasure":
             return [Note(f"winner: candidate {item.id} re-measured: {text}",

@@ -97,8 +97,9 @@ def test_tpe_study_records_trials_with_their_windows_coefficients_and_the_object
         assert o["gamma"] == pytest.approx(params["beta"] * params["factor"], rel=1e-12)
         assert params["factor"] in (1.0, 100.0, 10000.0)
         # objective: the mean of the two texts' PPLs, each recorded with its own identity
-        parts = [m for m in c["metrics"] if m["role"] == "search_part"]
-        assert sorted(m["dataset"] for m in parts) == ["pydoc", "shakespeare"]
+        parts = [m for m in c["metrics"] if m["role"].startswith("search_")]
+        assert sorted((m["role"], m["dataset"]) for m in parts) == [
+            ("search_pydoc", "pydoc"), ("search_shakespeare", "shakespeare")]
         fit = _metric(c, "ppl", "search")
         assert fit["value"] == pytest.approx(sum(m["value"] for m in parts) / 2, rel=1e-12)
         assert fit["dataset"] == "pydoc+shakespeare" and fit["n_samples"] == 4
