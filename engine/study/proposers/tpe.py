@@ -411,7 +411,8 @@ class TpeSearch(Proposer):
                 if best is not None and item.candidate.get("generation") is not None else "")
         return [Note(f"candidate {self.label(item)}: {text}{tail}", candidate_id=item.id,
                      progress=self.progress()),
-                Note(f"  {item.id:>4} {self.label(item)[:60]:<60} {text}", console=True)]
+                Note(f"  {item.id:>4} {self.label(item).split(' ', 1)[1][:60]:<60} {text}",
+                     console=True)]
 
     def finish(self) -> list[Note]:
         winner = self.winner()
