@@ -86,12 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             finals.append((seed, sampler, s.name, winner, refs))
         row = {"seed": seed}
         for sampler in ("tpe", "random"):
-            if sampler in curves:
+            if curves.get(sampler):
                 row[f"{sampler}_trials"] = len(curves[sampler])
                 row[f"{sampler}_best"] = bests[sampler]
                 row[f"{sampler}_within_1pct"] = first_within(curves[sampler], bests[sampler],
                                                              TOLERANCE)
-        if "tpe" in curves and "random" in curves:
+        if curves.get("tpe") and curves.get("random"):
             reach = first_within(curves["tpe"], bests["random"])
             row["tpe_reaches_random_best"] = reach
             row["goal_met"] = reach is not None and reach <= len(curves["random"]) / 2
