@@ -242,8 +242,8 @@ def test_sparsity_out_of_range_names_the_field_without_pydantic_noise(tmp_path,
 @pytest.mark.parametrize("replace,expected", [
     ({'methods = ["magnitude"]': 'methods = ["wandaa"]'},
      "grid.methods.0: unknown method 'wandaa'; allowed: dense, gblm, magnitude, sparsegpt"),
-    ({"[grid]": "[study]\nkind = \"tpe\"\n\n[grid]"},
-     "study.kind: unknown study kind 'tpe'; allowed: gp, grid, predictor, random"),
+    ({"[grid]": "[study]\nkind = \"anneal\"\n\n[grid]"},
+     "study.kind: unknown study kind 'anneal'; allowed: gp, grid, predictor, random, tpe"),
     ({"sparsities = [0.5]": "sparsities = [1.0]"},
      "grid.sparsities.0: sparsity must be in [0, 1), got 1.0"),
     ({"[grid]": "[[candidates]]\nmethod = \"sparsegpt\"\nsparsity = 0.5\noptions = { damp = 0 "

@@ -478,7 +478,7 @@ def test_methods_that_need_calibration_refuse_to_run_without_it():
      "grid: structured 2:4: method 'structured' removes whole heads and channels"),
     (lambda d: d.update(candidates=[{"method": "wanda", "sparsity": 1.5}]),
      "candidates.0.sparsity: sparsity must be in [0, 1), got 1.5"),
-    (lambda d: d["study"].update(kind="tpe"), "study.kind: unknown study kind 'tpe'; allowed: gp, grid, predictor, random"),
+    (lambda d: d["study"].update(kind="anneal"), "study.kind: unknown study kind 'anneal'; allowed: gp, grid, predictor, random, tpe"),
     (lambda d: d["calibration"].update(selection="all"),
      "calibration.selection: Input should be 'contiguous', 'random' or 'documents'; got 'all'"),
     (lambda d: d["calibration"].update(seqlen=1), "calibration.seqlen: Input should be greater than or equal to 2; got 1 (allowed: ≥ 2)"),
@@ -518,7 +518,7 @@ def test_format_validation_error_cleans_any_pydantic_error():
     assert text.splitlines() == [
         "  sparsity: sparsity must be in [0, 1), got 1.5",
         "  patern: unknown key (check the spelling; allowed: method, sparsity, pattern, "
-        "layer_ratios, owl, calibration, options, recovery)"]
+        "layer_ratios, owl, calibration, options, recovery, calibration_samples)"]
     raw = str(exc.value)
     assert "errors.pydantic.dev" in raw  # what the user used to see
     cleaned = clean_pydantic_text(raw)

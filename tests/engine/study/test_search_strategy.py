@@ -89,7 +89,7 @@ def test_paper_defaults_and_example_configs_parse():
     ({"baselines": ["wandaa"]}, {}, ["search.baselines", "unknown method 'wandaa'"]),
     ({"calibration": "fast"}, {}, ["search.calibration", "'dense' or 'sequential'"]),
     ({"pattern": "4:4"}, {}, ["search.pattern", "0 < N < M"]),
-    ({}, {"study": {"kind": "gpp"}}, ["study.kind", "unknown study kind 'gpp'; allowed: gp, grid, predictor, random"]),
+    ({}, {"study": {"kind": "gpp"}}, ["study.kind", "unknown study kind 'gpp'; allowed: gp, grid, predictor, random, tpe"]),
     ({}, {"study": {"kind": "grid"}}, ["[search] is for study.kind = 'gp' or 'random'"]),
     (None, {"grid": {"methods": ["wanda"]}}, ["takes no grid.methods", "search.baselines"]),
     (None, {"evaluation": [{"role": "search", "windows": {"source": "pydoc", "n": 2}}]},
@@ -190,8 +190,8 @@ def test_ask_depends_only_on_seed_generation_and_earlier_generations():
 def test_proposer_registry_names_the_kinds():
     assert proposer_class("gp") is GPSearch and proposer_class("random") is RandomSearch
     assert isinstance(proposer_class("gp")(SearchSection(), 0), GPSearch)
-    with pytest.raises(ValueError, match="gp, grid, predictor, random"):
-        proposer_class("tpe")
+    with pytest.raises(ValueError, match="gp, grid, predictor, random, tpe"):
+        proposer_class("anneal")
 
 
 # ---------------------------------------------------------------- population and counts
