@@ -39,8 +39,8 @@ def _data(model_dir, **kw) -> dict:
 
 
 def test_registries_list_every_member():
-    assert proposer_kinds() == ["gp", "grid", "predictor", "random"]
-    assert {"perplexity", "tasks", "efficiency", "fitness", "sparsity",
+    assert proposer_kinds() == ["gp", "grid", "predictor", "random", "tpe"]
+    assert {"perplexity", "tasks", "efficiency", "fitness", "search_mean", "sparsity",
             "block_sparsity"} <= set(measurement_names())
     structured = get_method("structured")
     assert "structured" in method_names()
