@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from prunestudio.store import open_store, queries
+from report_tables import print_table
 
 from prunestudio.schema import SEARCH_ROLE, TASK_ROLE, Candidate
 
@@ -27,19 +28,6 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.3f}"
     return str(v)
-
-
-def _table(cols: list[str], rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(cols) + " |")
-        print("|" + "---|" * len(cols))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def _acc(c: Candidate) -> float | None:
@@ -104,13 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ratio_rows.append([tag, str(winner.id),
                                        " ".join(f"{a:.2f}" for a in att),
                                        " ".join(f"{m:.2f}" for m in mlp)])
-    _table(["study", "fit", "points", "Kendall τ", "R²", "Spearman"], fit_rows, args.markdown)
+    print_table(["study", "fit", "points", "Kendall τ", "R²", "Spearman"], fit_rows, args.markdown)
     print()
     roles = ["in_domain", "out_of_domain"]
-    _table(["study", "candidate", "id", "search PPL", *[f"{r} PPL" for r in roles], "acc"],
+    print_table(["study", "candidate", "id", "search PPL", *[f"{r} PPL" for r in roles], "acc"],
            result_rows, args.markdown)
     print()
-    _table(["study", "winner", "attention ratios per block", "MLP ratios per block"],
+    print_table(["study", "winner", "attention ratios per block", "MLP ratios per block"],
            ratio_rows, args.markdown)
     return 0
 

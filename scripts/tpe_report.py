@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from prunestudio.store import open_store, queries
+from report_tables import print_table
 
 from prunestudio.schema import SEARCH_ROLE, TASK_ROLE, Candidate
 
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cols = ["seed", "tpe_trials", "tpe_best", "tpe_within_1pct", "random_trials", "random_best",
             "random_within_1pct", "tpe_reaches_random_best", "goal_met"]
-    _table(cols, [[fmt(r.get(c)) for c in cols] for r in rows], args.markdown)
+    print_table(cols, [[fmt(r.get(c)) for c in cols] for r in rows], args.markdown)
     print()
     roles = sorted({k for _, _, _, w, refs in finals for c in [w, *refs.values()]
                     for k in held_out(c)} - {"acc"}) + ["acc"]
@@ -120,22 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             h = held_out(c)
             out.append([str(seed), name, f"{what} #{c.id}" if c else what,
                         fmt(objective(c) if c else None), *[fmt(h.get(r)) for r in roles]])
-    _table(cols2, out, args.markdown)
+    print_table(cols2, out, args.markdown)
     return 0
-
-
-def _table(cols: list[str], rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(cols) + " |")
-        print("|" + "---|" * len(cols))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
-              for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class StudyContext:
     tasks: TasksSection | None = None  # lm-eval accuracy after the perplexities
     search_split: EvalWindows | None = None  # searches: the fitness windows (cut once)
     search_parts: list[EvalWindows] = field(default_factory=list)  # tpe: one per split text
+    search_parts_key: str | None = None  # the canonical JSON of the splits they were cut from
     _subset: tuple[tuple[int, ...], StatsCache] | None = None
 
     def stats_for(self, samples: tuple[int, ...] | None) -> StatsCache:

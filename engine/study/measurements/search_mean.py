@@ -36,8 +36,7 @@ def search_parts(ctx: StudyContext, splits: list[WindowSpec], batch_size: int
     """The splits' windows (cut on first use, then kept on `ctx`), disjoint from the
     calibration text and every evaluation set."""
     key = canonical_json([w.model_dump(mode="json") for w in splits])
-    cached = getattr(ctx, "_search_parts_key", None)
-    if cached == key and ctx.search_parts:
+    if ctx.search_parts_key == key and ctx.search_parts:
         return ctx.search_parts
     parts = []
     roles = search_part_roles([(w.source, w.split) for w in splits])
@@ -51,8 +50,7 @@ def search_parts(ctx: StudyContext, splits: list[WindowSpec], batch_size: int
                 raise WindowError(f"search split {spec.label()} overlaps the {what}: "
                                   f"{exc}") from None
         parts.append(EvalWindows(role, "proxy", windows, batch_size))
-    ctx.search_parts = parts
-    ctx._search_parts_key = key  # type: ignore[attr-defined]
+    ctx.search_parts, ctx.search_parts_key = parts, key
     return parts
 
 

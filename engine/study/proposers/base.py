@@ -14,6 +14,7 @@ progress, a budget, a second pass such as finalists).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -182,6 +183,25 @@ class Proposer:
     def finish(self) -> list[Note]:
         """Events once every pass is over (e.g. a summary)."""
         return []
+
+
+def search_fitness(c: dict[str, Any]) -> float | None:
+    """A recorded candidate's fitness (its ``ppl`` of role ``search``), None unless finite
+    and positive."""
+    from prunestudio.schema import SEARCH_ROLE
+
+    v = next((m["value"] for m in c.get("metrics") or ()
+              if m["name"] == "ppl" and m["role"] == SEARCH_ROLE), None)
+    return v if v is not None and math.isfinite(v) and v > 0 else None
+
+
+def task_accuracy(c: dict[str, Any]) -> float | None:
+    """A recorded candidate's mean ``acc`` over its tasks, None without one."""
+    from prunestudio.schema import TASK_ROLE
+
+    accs = [m["value"] for m in c.get("metrics") or ()
+            if m["role"] == TASK_ROLE and m["name"] == "acc" and math.isfinite(m["value"])]
+    return sum(accs) / len(accs) if accs else None
 
 
 def model_loaded(description: dict[str, Any]) -> str:

@@ -50,6 +50,8 @@ from prunestudio.engine.study.proposers.base import (
     Round,
     model_loaded,
     proposed,
+    search_fitness,
+    task_accuracy,
 )
 
 from prunestudio.schema import SEARCH_ROLE, TASK_ROLE
@@ -68,18 +70,6 @@ def llm_pruner_blocks(n_blocks: int) -> tuple[int, int]:
     end = n_blocks - math.floor(2 * n_blocks / 32 + 0.5)
     start = min(start, n_blocks - 1)
     return start, max(end, start + 1)
-
-
-def _fitness(c: dict[str, Any]) -> float | None:
-    v = next((m["value"] for m in c.get("metrics") or ()
-              if m["name"] == "ppl" and m["role"] == SEARCH_ROLE), None)
-    return v if v is not None and math.isfinite(v) and v > 0 else None
-
-
-def _accuracy(c: dict[str, Any]) -> float | None:
-    accs = [m["value"] for m in c.get("metrics") or ()
-            if m["role"] == TASK_ROLE and m["name"] == "acc" and math.isfinite(m["value"])]
-    return sum(accs) / len(accs) if accs else None
 
 
 def _layout(c: dict[str, Any]) -> Layout | None:
@@ -215,7 +205,7 @@ class PredictorSearch(Proposer):
         """The measured samples of rounds ≤ up_to (the training set of that round's fit)."""
         return [c for c in sorted(self.candidates.values(), key=lambda c: c["idx"])
                 if c.get("generation") is not None and c["generation"] <= up_to
-                and c["origin"] == SAMPLE and c["status"] == "done" and _fitness(c) is not None]
+                and c["origin"] == SAMPLE and c["status"] == "done" and search_fitness(c) is not None]
 
     def space(self, r: int) -> SearchSpace:
         """The space round r samples from: the initial one, narrowed after every earlier
@@ -235,8 +225,8 @@ class PredictorSearch(Proposer):
         s = self.settings
         fits: dict[str, Fit] = {}
         X = space.features([self.arch(c) for c in train]) if train else None
-        targets = {LOG_PPL: [math.log(_fitness(c)) for c in train],
-                   ACCURACY: [_accuracy(c) for c in train]}
+        targets = {LOG_PPL: [math.log(search_fitness(c)) for c in train],
+                   ACCURACY: [task_accuracy(c) for c in train]}
         for target, y in targets.items():
             if len(train) < MIN_TRAIN or any(v is None for v in y):
                 continue
@@ -329,7 +319,7 @@ class PredictorSearch(Proposer):
         for rank, c in self._finals():
             have = {(m["role"], m["fidelity"]) for m in c.get("metrics") or ()
                     if m["name"] == "ppl"}
-            if not wanted <= have or (self._final_tasks() and _accuracy(c) is None):
+            if not wanted <= have or (self._final_tasks() and task_accuracy(c) is None):
                 out.append(Item(c, mode="remeasure", rank=rank))
         return out
 
@@ -342,14 +332,14 @@ class PredictorSearch(Proposer):
 
     def winner(self) -> dict[str, Any] | None:
         """The best measured search candidate (search-split PPL; ties: the earlier)."""
-        found = [(_fitness(c), c["idx"], c) for c in self.candidates.values()
+        found = [(search_fitness(c), c["idx"], c) for c in self.candidates.values()
                  if c.get("generation") is not None and c["status"] == "done"
-                 and _fitness(c) is not None]
+                 and search_fitness(c) is not None]
         return min(found, key=lambda t: t[:2])[2] if found else None
 
     def best_random(self) -> dict[str, Any] | None:
-        found = [(_fitness(c), c["idx"], c) for c in self._in_stage("random")
-                 if c["status"] == "done" and _fitness(c) is not None]
+        found = [(search_fitness(c), c["idx"], c) for c in self._in_stage("random")
+                 if c["status"] == "done" and search_fitness(c) is not None]
         return min(found, key=lambda t: t[:2])[2] if found else None
 
     def _finals(self) -> list[tuple[int, dict[str, Any]]]:
@@ -432,7 +422,7 @@ class PredictorSearch(Proposer):
         if stage == "random":
             best = self.best_random()
             return [Note(f"random baseline: {len(self._in_stage('random'))} architectures; "
-                         + (f"best search PPL {_fitness(best):.3f} (candidate {best['id']})"
+                         + (f"best search PPL {search_fitness(best):.3f} (candidate {best['id']})"
                             if best else "none measured"), progress=self.progress())]
         return []
 
@@ -476,9 +466,9 @@ class PredictorSearch(Proposer):
             info = ((c.get("info") or {}).get("predictor") or {})
             rows.append({"id": c["id"], "rank": info.get("rank"),
                          "predicted_log_ppl": info.get("predicted_log_ppl"),
-                         "measured_log_ppl": (math.log(_fitness(c)) if _fitness(c) else None),
+                         "measured_log_ppl": (math.log(search_fitness(c)) if search_fitness(c) else None),
                          "predicted_accuracy": info.get("predicted_accuracy"),
-                         "measured_accuracy": _accuracy(c), "status": c["status"]})
+                         "measured_accuracy": task_accuracy(c), "status": c["status"]})
         pairs = [(r["measured_log_ppl"], r["predicted_log_ppl"]) for r in rows
                  if r["measured_log_ppl"] is not None and r["predicted_log_ppl"] is not None]
         corr = (rank_correlations(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
@@ -487,7 +477,7 @@ class PredictorSearch(Proposer):
         payload = {"predictor_round": self.settings.rounds - 1, "scored": picks[0]["scored"],
                    "top_k": rows, **corr,
                    "winner": None if winner is None else {
-                       "id": winner["id"], "search_ppl": _fitness(winner),
+                       "id": winner["id"], "search_ppl": search_fitness(winner),
                        "origin": winner["origin"], "generation": winner["generation"]}}
         text = ", ".join(
             f"{r['id']}: predicted {math.exp(r['predicted_log_ppl']):.3f} / measured "
@@ -497,13 +487,13 @@ class PredictorSearch(Proposer):
                 Note(f"predictor's top {len(rows)} of {picks[0]['scored']} scored (search PPL "
                      f"predicted / measured): {text}"
                      + (f"; winner so far candidate {winner['id']} search PPL "
-                        f"{_fitness(winner):.3f}" if winner else ""), progress=self.progress())]
+                        f"{search_fitness(winner):.3f}" if winner else ""), progress=self.progress())]
 
     # -- events --------------------------------------------------------------------------------
 
     def _real(self) -> int:
         return sum(1 for c in self.candidates.values() if c.get("generation") is not None
-                   and c["status"] == "done" and _fitness(c) is not None)
+                   and c["status"] == "done" and search_fitness(c) is not None)
 
     def progress(self) -> float:
         return min(1.0, self._real() / max(1, self.budget))
@@ -551,12 +541,12 @@ class PredictorSearch(Proposer):
         parts = [f"predictor search finished: {self._real()} real evaluations"]
         if winner is not None:
             parts.append(f"winner candidate {winner['id']} ({winner['origin']}) search PPL "
-                         f"{_fitness(winner):.3f}")
+                         f"{search_fitness(winner):.3f}")
         for c in self._in_stage("baselines") + self._in_stage("reference"):
-            if _fitness(c) is not None:
+            if search_fitness(c) is not None:
                 parts.append(f"{CandidateSpec.model_validate(c['spec']).label} "
-                             f"{_fitness(c):.3f}")
+                             f"{search_fitness(c):.3f}")
         if rnd is not None:
             parts.append(f"best of {len(self._in_stage('random'))} random "
-                         f"{_fitness(rnd):.3f} (candidate {rnd['id']})")
+                         f"{search_fitness(rnd):.3f} (candidate {rnd['id']})")
         return [Note("; ".join(parts), progress=1.0)]

@@ -25,7 +25,6 @@ distributions are in its candidate's info (``info.tpe``), which the web app's vi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,8 @@ from prunestudio.engine.study.proposers.base import (
     Round,
     model_loaded,
     proposed,
+    search_fitness,
+    task_accuracy,
 )
 from prunestudio.engine.study.proposers.predictor import llm_pruner_blocks
 
@@ -47,19 +48,6 @@ from prunestudio.schema.study_file import TpeSection
 
 BASELINE = "baseline"
 MAX_REDRAWS = 20  # a sampler that keeps proposing recorded specs: the search ends
-
-
-def fitness_of(c: dict[str, Any]) -> float | None:
-    """The objective (mean search-split PPL) of a recorded candidate, None if not finite."""
-    v = next((m["value"] for m in c.get("metrics") or ()
-              if m["name"] == "ppl" and m["role"] == SEARCH_ROLE), None)
-    return v if v is not None and math.isfinite(v) else None
-
-
-def _accuracy(c: dict[str, Any]) -> float | None:
-    accs = [m["value"] for m in c.get("metrics") or ()
-            if m["role"] == TASK_ROLE and m["name"] == "acc" and math.isfinite(m["value"])]
-    return sum(accs) / len(accs) if accs else None
 
 
 def fixed_samples(seed: int, pool: int, k: int) -> tuple[int, ...]:
@@ -200,7 +188,7 @@ class TpeSearch(Proposer):
             params = (c.get("info") or {}).get("tpe", {}).get("params")
             if params is None:
                 continue
-            value = fitness_of(c) if c["status"] == "done" else None
+            value = search_fitness(c) if c["status"] == "done" else None
             study.add_trial(optuna.trial.create_trial(
                 params=params, distributions=dists,
                 value=value, state=TrialState.COMPLETE if value is not None
@@ -301,14 +289,14 @@ class TpeSearch(Proposer):
         have = {(m["role"], m["fidelity"]) for m in winner.get("metrics") or ()
                 if m["name"] == "ppl"}
         wanted = {(ev["role"], ev["fidelity"]) for ev in self.description.get("evaluations", [])}
-        if wanted <= have and (not self.tasks or _accuracy(winner) is not None):
+        if wanted <= have and (not self.tasks or task_accuracy(winner) is not None):
             return []
         return [Item(winner, mode="remeasure", rank=1)]
 
     def winner(self) -> dict[str, Any] | None:
         """The trial with the best objective (ties: the earlier)."""
-        found = [(fitness_of(c), c["generation"], c) for c in self.trials()
-                 if c["status"] == "done" and fitness_of(c) is not None]
+        found = [(search_fitness(c), c["generation"], c) for c in self.trials()
+                 if c["status"] == "done" and search_fitness(c) is not None]
         return min(found, key=lambda t: t[:2])[2] if found else None
 
     # -- one candidate -------------------------------------------------------------------------
@@ -407,7 +395,7 @@ class TpeSearch(Proposer):
                          candidate_id=item.id),
                     Note(f"  winner: candidate {item.id}  {text}", console=True)]
         best = self.winner()
-        tail = (f" (best so far {fitness_of(best):.3f}, trial {best['generation']})"
+        tail = (f" (best so far {search_fitness(best):.3f}, trial {best['generation']})"
                 if best is not None and item.candidate.get("generation") is not None else "")
         return [Note(f"candidate {self.label(item)}: {text}{tail}", candidate_id=item.id,
                      progress=self.progress()),
@@ -420,11 +408,11 @@ class TpeSearch(Proposer):
         if winner is not None:
             info = (winner.get("info") or {}).get("tpe", {})
             parts.append(f"winner trial {winner['generation']} (candidate {winner['id']}) "
-                         f"objective {fitness_of(winner):.3f}: α {info.get('alpha', 0):.3g}, "
+                         f"objective {search_fitness(winner):.3f}: α {info.get('alpha', 0):.3g}, "
                          f"β {info.get('beta', 0):.3g}, γ {info.get('gamma', 0):.3g}, "
                          f"windows {info.get('samples')}")
         for c in self.candidates.values():
-            if c.get("generation") is None and fitness_of(c) is not None:
+            if c.get("generation") is None and search_fitness(c) is not None:
                 parts.append(f"{CandidateSpec.model_validate(c['spec']).label} "
-                             f"{fitness_of(c):.3f}")
+                             f"{search_fitness(c):.3f}")
         return [Note("; ".join(parts), progress=1.0)]

@@ -21,20 +21,6 @@ from tiny_models import tiny_inputs_toml
 BUDGET, TOL = 0.15, 0.02
 
 
-@pytest.fixture(scope="module")
-def llama4(tmp_path_factory) -> Path:
-    """The tiny LLaMA (GQA: 4 query heads over 2 KV heads, 128 channels) with four blocks."""
-    import torch
-    from tiny_models import tiny_config, tiny_tokenizer
-    from transformers import AutoModelForCausalLM
-
-    folder = tmp_path_factory.mktemp("llama4")
-    torch.manual_seed(0)
-    config = tiny_config("llama")
-    config.num_hidden_layers = 4
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def _toml(model: Path, *, name: str, tasks: bool, extra: str = "", split_n: int = 2) -> str:
