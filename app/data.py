@@ -254,6 +254,16 @@ def load_sibling_trials(path: str, study_id: int, objective: MetricIdentity, inf
         return browse.sibling_trials(r.store, study_id, objective, info_key)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def load_reconstruction(path: str, study_id: int, token: int | None) -> list[Candidate]:
+    """Every candidate of the study with its metric protocols when one of them is
+    reconstructed, else [] (``browse.reconstruction_candidates``), re-read when the study's
+    token moves."""
+    r = reader(path)
+    with r.lock:
+        return browse.reconstruction_candidates(r.store, study_id)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def load_counts(path: str, study_id: int, token: int | None) -> dict[str, int]:
     r = reader(path)

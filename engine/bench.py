@@ -84,7 +84,7 @@ def run_bench(config: StudyConfig, specs: list[CandidateSpec], store: Store,
     lm = load_model(m.source, device=m.device, dtype=m.dtype)
     study["load"] = lm.load_seconds
     device = f"{lm.device} ({str(lm.dtype).removeprefix('torch.')})"
-    calibration, evaluations = cut_windows(config, lm.tokenizer)
+    calibration, evaluations = cut_windows(config, lm)
     key = calibration_hash(calibration.ids, calibration.tokens_hash)
     t0 = time.perf_counter()
     stats = StatsCache(lm, calibration.ids, key, use_disk=False)

@@ -17,6 +17,11 @@ from prunestudio.engine.methods import get_method
 from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel
+from prunestudio.engine.reconstruction import (
+    ReconstructionResult,
+    collect_on_stream,
+    reconstruct_sequentially,
+)
 
 from prunestudio.schema.spec import CandidateSpec, OWLConfig
 
@@ -52,6 +57,7 @@ class PruneResult:
     layer_targets: dict[str, float] = field(default_factory=dict)
     block_ratios: list[float] | None = None  # per-block target (OWL)
     stats_computed: list[str] = field(default_factory=list)
+    reconstruction: ReconstructionResult | None = None  # when the spec reconstructs
 
     @property
     def overall_sparsity(self) -> float:
@@ -119,9 +125,11 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     needs = method.needs(options)  # subset of {"x", "hessian", "grad"}
     calibrated = bool(needs & {"x", "hessian"})
     want_hessian = "hessian" in needs
-    needs_stats = bool(needs) or spec.layer_ratios == "owl"
+    needs_stats = bool(needs) or spec.layer_ratios == "owl" or spec.reconstruction is not None
     if needs_stats and stats is None:
-        raise ValueError(f"method {spec.method!r} needs calibration data")
+        raise ValueError(f"method {spec.method!r}"
+                         + (" with reconstruction" if spec.reconstruction else "")
+                         + " needs calibration data")
     computed_before = len(stats.computed) if stats else 0
 
     n_blocks = lm.adapter.num_blocks(lm.model)
@@ -144,7 +152,20 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
             result.layer_targets[lin.name] = target.sparsity
             result._numel[lin.name] = lin.weight.numel()
 
-    if not calibrated:
+    if spec.reconstruction is not None:
+        if not calibrated:
+            def block_stats(i, lins, inputs):
+                return {}
+        elif spec.calibration.mode == "dense":
+            dense = stats.dense_layer_stats(want_hessian=want_hessian)
+
+            def block_stats(i, lins, inputs):
+                return {lin.name: dense[lin.name].to(lm.device) for lin in lins}
+        else:
+            block_stats = collect_on_stream(want_hessian, lm.adapter.blocks(lm.model))
+        result.reconstruction = reconstruct_sequentially(
+            lm, stats.block_inputs(), block_stats, prune_block, spec.reconstruction, progress)
+    elif not calibrated:
         for i in range(n_blocks):
             prune_block(i, lm.adapter.prunable_linears(lm.model, i), {})
             if progress:

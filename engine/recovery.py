@@ -36,7 +36,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,10 +75,15 @@ class RecoveryError(ValueError):
 # -- settings and text ------------------------------------------------------------------------
 
 
-def resolve_settings(settings: RecoverySettings, calibration: WindowSpec) -> RecoverySettings:
+def resolve_settings(settings: RecoverySettings, calibration: WindowSpec,
+                     train: Mapping[str, Any] | None = None) -> RecoverySettings:
     """`settings` (a study's ``[recovery]`` section also works) with its training windows filled
     in: unless given, `n_windows` contiguous windows of `seqlen` tokens of the calibration
-    source and split, from the calibration offset (document-sampled calibration: documents)."""
+    source and split, from the calibration offset (document-sampled calibration: documents);
+    `train` (``--train KEY=VALUE,...``) over those. A study calibrated on generated text
+    (``self``) has no training text of its own: `train` must name a source."""
+    from prunestudio.engine.studies.config import merge_window_overrides
+
     data = settings.model_dump(mode="json", include=set(RecoverySettings.model_fields))
     if settings.windows is None:
         cal = calibration
@@ -86,9 +91,19 @@ def resolve_settings(settings: RecoverySettings, calibration: WindowSpec) -> Rec
                                    "seqlen": settings.seqlen, "n": settings.n_windows}
         if cal.selection == "documents":
             windows.update(selection="documents", seed=settings.seed)
-        else:
+        elif cal.generation is None:
             windows.update(selection="contiguous", offset=cal.offset, end=cal.end)
         data["windows"] = windows
+    if train:
+        data["windows"] = merge_window_overrides(data["windows"], dict(train))
+        for key in ("n_windows", "seqlen"):
+            data.pop(key, None)  # the windows say it
+    if (calibration.generation is not None
+            and data["windows"].get("source") == calibration.source):
+        raise RecoveryError(f"the study calibrates on text generated from the model "
+                            f"({calibration.source!r}), which recovery does not train on: name the "
+                            "training text, e.g. --train source=pydoc,n=64 (or [recovery] "
+                            "windows = {source = ...})")
     return RecoverySettings.model_validate(data)
 
 

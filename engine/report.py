@@ -23,6 +23,7 @@ from prunestudio.schema import (
     is_search_part,
     task_metric_title,
 )
+from prunestudio.schema.overfitting import overfitting_warnings
 
 
 def _console(file=None):
@@ -332,6 +333,10 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
         row.append(_fmt(c.timings.get("total")))
         table.add_row(*row, style="red" if c.status == "failed" else None)
     console.print(table)
+    for warning in overfitting_warnings(cands, study.evaluation_roles):
+        # one line each, never wrapped: a script may grep for them
+        console.print(f"warning: {warning.text}", highlight=False, soft_wrap=True,
+                      style="yellow")
     _protocol_lines(console, cands, roles)
     for task, metric in task_cols:
         if metric != "acc" and (task, "acc") in task_cols:

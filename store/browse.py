@@ -42,6 +42,7 @@ __all__ = [
     "metric_identities",
     "predictor_fits",
     "recent_events",
+    "reconstruction_candidates",
     "sibling_trials",
     "status_counts",
     "study_overview",
@@ -446,3 +447,22 @@ def sibling_trials(store: Store, study_id: int, objective: MetricIdentity,
     for r in found:
         r["info"] = json.loads(r["info"] or "null")
     return found
+
+
+@guarded
+def reconstruction_candidates(store: Store, study_id: int) -> list[Candidate]:
+    """Full records (metrics with protocols) of every candidate of the study, by idx, when
+    at least one of them is reconstructed (its spec has a ``reconstruction`` recipe); [] when
+    none is (one read that stops at the first match). What the reconstruction view compares:
+    each recipe against the same spec without it, and the dense model."""
+    with store.snapshot() as c:
+        if c.execute("SELECT 1 FROM candidates WHERE study_id = ?"
+                     " AND json_type(spec, '$.reconstruction') = 'object' LIMIT 1",
+                     (int(study_id),)).fetchone() is None:
+            return []
+        decoded = [decode_candidate(r) for r in rows(
+            c, "SELECT * FROM candidates WHERE study_id = ? ORDER BY idx", (int(study_id),))]
+        metrics = metrics_for(c, [int(r["id"]) for r in decoded])
+    for r in decoded:
+        r["metrics"] = metrics[int(r["id"])]
+    return [Candidate.of(r) for r in decoded]

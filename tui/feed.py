@@ -13,14 +13,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prunestudio.store import Store, open_store, queries
 
 from prunestudio.schema import Candidate, MetricIdentity, Study
+from prunestudio.schema.overfitting import CALIBRATION_ERROR, overfitting_warnings
 
 from .model import BestMetric, CandRow, MetricColumn, StudySummary, choose_primary
 
@@ -158,18 +159,22 @@ class StudyUpdate:
     loaded: int = 0
     stale: bool = False  # 'running' with no live worker (the store's rule)
     stale_changed: bool = False
+    warnings: list[str] | None = None  # the overfitting warnings when they changed
 
     @property
     def empty(self) -> bool:
         return (self.study is None and not self.rows and not self.events
-                and not self.stale_changed)
+                and not self.stale_changed and self.warnings is None)
 
 
 class StudyFeed:
     """One study: its row, its candidates and its events, read in chunks of ``chunk`` rows.
 
     The first poll of a big study returns ``more=True`` after each chunk so the screen can
-    show rows while the rest loads. Only the last ``keep_events`` events are kept.
+    show rows while the rest loads. Only the last ``keep_events`` events are kept. The
+    reconstructed candidates (a grid with ``[reconstruction]``) are kept too, with only the
+    metrics the overfitting rule reads, so their warnings (``overfitting_warnings``) are
+    recomputed when one of them changes.
     """
 
     def __init__(self, reader: StoreReader, study_id: int, *, chunk: int = 5000,
@@ -185,6 +190,8 @@ class StudyFeed:
         self.event_cursor = 0
         self.loaded = 0
         self.columns: dict[str, MetricColumn] = {}
+        self.reconstructed: dict[int, Candidate] = {}
+        self.warnings: list[str] = []
 
     def poll(self, cancelled: Callable[[], bool] = lambda: False) -> StudyUpdate:
         """What changed since the last poll. The study row comes without candidate counts
@@ -219,4 +226,23 @@ class StudyFeed:
             columns=[c for k, c in self.columns.items() if k not in before],
             events=list(events), more=len(raw) == self.chunk, loaded=self.loaded,
             stale=stale, stale_changed=stale_changed,
+            warnings=self._warnings(raw, record),
         )
+
+    def _warnings(self, raw: list[Candidate], study: Study) -> list[str] | None:
+        """The overfitting warnings' texts when a reconstructed candidate changed and they
+        differ from the last ones sent, else None."""
+        changed = False
+        for c in raw:
+            if isinstance(c.spec.get("reconstruction"), Mapping):
+                self.reconstructed[c.id] = replace(c, metrics=tuple(
+                    m for m in c.metrics if m.name in ("ppl", CALIBRATION_ERROR)))
+                changed = True
+        if not changed:
+            return None
+        found = [w.text for w in overfitting_warnings(self.reconstructed.values(),
+                                                      study.evaluation_roles)]
+        if found == self.warnings:
+            return None
+        self.warnings = found
+        return found

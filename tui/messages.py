@@ -42,6 +42,7 @@ class StudyPolled(Message):
     more: bool = False  # a first load still in progress: more rows are coming
     loaded: int = 0  # rows read so far by this feed
     stale: bool | None = None  # the study is 'running' but its runner stopped beating
+    warnings: list[str] | None = None  # the study's overfitting warnings when they changed
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .messages import CandidateLoaded, PollFailed, StudyPolled
 from .model import StudySummary
 from .tables import CandidateTable
 from .view import STATUS_ORDER, CandidateView
-from .widgets import BestChart, EventLog, study_line
+from .widgets import BestChart, EventLog, study_line, warnings_text
 
 if TYPE_CHECKING:
     from .app import PruneStudioApp
@@ -65,6 +65,7 @@ class StudyScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="study-info")
+        yield Static("", id="warnings")
         yield BestChart(id="chart")
         with Horizontal(id="main"):
             yield CandidateTableWidget(id="candidates", page_size=self.app.page_size)
@@ -107,6 +108,7 @@ class StudyScreen(Screen[None]):
                 self.post_message(StudyPolled(
                     self.study.id, update.study, update.rows, update.columns, update.events,
                     more=update.more, loaded=update.loaded, stale=update.stale,
+                    warnings=update.warnings,
                 ))
             if not update.more:
                 return
@@ -143,6 +145,8 @@ class StudyScreen(Screen[None]):
         table.refresh_view(self.view, None if changes.columns_changed else changes.changed)
         if message.events:
             self.query_one(EventLog).add(message.events)
+        if message.warnings is not None:
+            self.render_warnings(message.warnings)
         self._chunks += 1
         if not message.more or self._chunks % 10 == 1:  # a big first load: not every chunk
             self.render_info(loaded=message.loaded)
@@ -174,6 +178,14 @@ class StudyScreen(Screen[None]):
         if self._loading and loaded is not None:
             text.append(f"  loading… {loaded:,}", style="yellow")
         self.query_one("#table-info", Static).update(text)
+
+    def render_warnings(self, warnings: list[str]) -> None:
+        """The overfitting warnings of a reconstruction grid, one line each (hidden when
+        there are none)."""
+        panel = self.query_one("#warnings", Static)
+        panel.update(warnings_text(warnings))
+        panel.tooltip = "\n\n".join(warnings) or None  # whole, where a line is cut
+        panel.display = bool(warnings)
 
     def render_chart(self) -> None:
         col = self.view.primary

@@ -24,6 +24,7 @@ __all__ = [
     "machine_text",
     "progress_text",
     "study_status_text",
+    "warnings_text",
 ]
 
 STUDY_STYLE = {"created": "dim", "running": "bold yellow", "finished": "green",
@@ -171,6 +172,26 @@ class BestChart(Horizontal):
         line.data = [-v for v in data] if lower_is_better else data
         if len(set(data)) == 1:
             line.data = [1.0 for _ in data]
+
+
+MAX_WARNINGS = 3  # lines the study screen's warnings panel shows
+
+
+def warnings_text(warnings: Sequence[str]) -> Text:
+    """The study screen's warnings panel: ``warning: <text>`` per overfitting warning (one
+    line each, cut at the screen's edge; ``prunestudio show`` prints them whole), at most
+    :data:`MAX_WARNINGS` lines."""
+    out = Text(no_wrap=True, overflow="ellipsis", style="yellow")
+    shown = list(warnings) if len(warnings) <= MAX_WARNINGS else list(warnings[:MAX_WARNINGS - 1])
+    for i, text in enumerate(shown):
+        if i:
+            out.append("\n")
+        out.append("warning: ", style="bold yellow")
+        out.append(text)
+    if len(shown) < len(warnings):
+        out.append(f"\n… {len(warnings) - len(shown)} more warnings: prunestudio show",
+                   style="dim")
+    return out
 
 
 def event_text(e: dict[str, Any]) -> Text:

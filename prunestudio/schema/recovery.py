@@ -26,7 +26,7 @@ from pydantic import (
 
 from .catalog import catalog_for
 from .labels import recovery_label  # noqa: F401 - re-exported
-from .window_spec import WindowSpec, with_default_split
+from .window_spec import WindowSpec, refuse_generated, with_default_split
 
 __all__ = ["RECOVERY_METHODS", "RECOVERY_ROLE", "DEFAULT_STEPS", "RecoverySection",
            "RecoverySettings", "recovery_label"]
@@ -90,6 +90,15 @@ class RecoverySettings(BaseModel):
             windows = with_default_split(data["windows"], "calibration", catalog_for(info))
             data = {**data, "windows": windows}
         return data
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_are_text(cls, v: WindowSpec | None, info: ValidationInfo
+                          ) -> WindowSpec | None:
+        if v is not None:
+            refuse_generated(v, "recovery training windows ([recovery] windows; by default the "
+                             "calibration source's text)", catalog_for(info))
+        return v
 
     @field_validator("target_modules")
     @classmethod

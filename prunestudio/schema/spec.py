@@ -26,6 +26,7 @@ from pydantic import (
 from .canonical import canonical_json, spec_hash
 from .catalog import catalog_for
 from .labels import spec_label
+from .reconstruction import ReconstructionSettings
 from .recovery import RecoverySettings
 
 
@@ -110,13 +111,17 @@ class CandidateSpec(BaseModel):
         None, description="prune with these windows of the study's calibration set only "
         "(indices into it, ascending, distinct: the calibration pool of an AdaPruner search); "
         "None: every window (left out of the canonical form)")
+    reconstruction: ReconstructionSettings | None = Field(
+        None, description="fit each block's remaining weights to a dense target after its "
+        "mask is chosen (layer-wise, block-wise or global propagation; the mask is fixed); "
+        "None: not reconstructed (left out of the canonical form)")
 
     @model_serializer(mode="wrap")
     def _drop_unset_optionals(self, handler: SerializerFunctionWrapHandler,
                               info: SerializationInfo) -> dict:
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("recovery", "calibration_samples"):
+            for key in ("recovery", "calibration_samples", "reconstruction"):
                 if data.get(key, ...) is None:
                     del data[key]
         return data
@@ -149,6 +154,11 @@ class CandidateSpec(BaseModel):
         # stored validated, defaults filled in: {} and {'scope': 'matrix'} are one candidate
         opts = method.validate_options(self.options)
         object.__setattr__(self, "options", opts.model_dump(mode="json"))
+        if self.reconstruction is not None and (method.structured or self.method == "dense"):
+            raise ValueError(
+                f"method {self.method!r}: reconstruction fits the remaining weights of an "
+                "unstructured or N:M pruned model (magnitude, wanda, sparsegpt, ...); it takes "
+                "no dense or structured candidate")
         if method.structured:
             if self.pattern.kind != "unstructured" or self.layer_ratios != "uniform":
                 raise ValueError(

@@ -30,9 +30,10 @@ from pydantic import (
 from .catalog import catalog_for
 from .constants import SEARCH_KINDS, SEARCH_PART_PREFIX, SEARCH_ROLE
 from .method_options import Importance
+from .reconstruction import ReconstructionSection
 from .recovery import RecoverySection
 from .spec import CandidateSpec, Pattern
-from .window_spec import WindowSpec, with_default_split
+from .window_spec import WindowSpec, is_generated, refuse_generated, with_default_split
 
 __all__ = ["ConfigError", "EvalSet", "GridSection", "ModelSection", "PredictorSection",
            "SearchSection", "StudyConfig", "StudySection", "TasksSection", "clean_pydantic_text",
@@ -307,6 +308,12 @@ class SearchSection(_Strict):
             catalog.method(name)  # unknown method -> error listing the registry
         return v
 
+    @field_validator("split")
+    @classmethod
+    def _split_is_text(cls, v: WindowSpec, info: ValidationInfo) -> WindowSpec:
+        refuse_generated(v, "the search split ([search] split)", catalog_for(info))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> SearchSection:
         if self.init_depth[1] > self.max_depth:
@@ -422,6 +429,12 @@ class PredictorSection(_Strict):
     def _ranges(cls, v: tuple[float, float]) -> tuple[float, float]:
         return _ratio_range(v)
 
+    @field_validator("split")
+    @classmethod
+    def _split_is_text(cls, v: WindowSpec, info: ValidationInfo) -> WindowSpec:
+        refuse_generated(v, "the search split ([predictor] split)", catalog_for(info))
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> PredictorSection:
         if not (self.attention or self.mlp):
@@ -512,6 +525,14 @@ class TpeSection(_Strict):
             raise ValueError(f"factors must be positive; got {v}")
         return v
 
+    @field_validator("splits")
+    @classmethod
+    def _splits_are_text(cls, v: list[WindowSpec], info: ValidationInfo) -> list[WindowSpec]:
+        catalog = catalog_for(info)
+        for i, spec in enumerate(v):
+            refuse_generated(spec, f"an objective text ([tpe] splits[{i}])", catalog)
+        return v
+
     @model_validator(mode="after")
     def _something_to_search(self) -> TpeSection:
         if self.search == "importance" and self.orders == "second":
@@ -544,6 +565,9 @@ class StudyConfig(_Strict):
     tpe: TpeSection | None = Field(None, description="settings of a tpe (AdaPruner) study")
     recovery: RecoverySection | None = Field(None, description="LoRA / QLoRA recovery of the "
                                              "study's best candidates after it has run")
+    reconstruction: ReconstructionSection | None = Field(
+        None, description="grid studies: run every unstructured / N:M candidate once per "
+        "reconstruction mode × epochs × samples (Shin et al. 2024; a sweep when several)")
 
     @model_validator(mode="before")
     @classmethod
@@ -589,6 +613,29 @@ class StudyConfig(_Strict):
                              f"reserved for the texts of a search's objective; got {parts}")
         return v
 
+    @field_validator("evaluation")
+    @classmethod
+    def _evaluation_is_text(cls, v: list[EvalSet], info: ValidationInfo) -> list[EvalSet]:
+        catalog = catalog_for(info)
+        for e in v:
+            refuse_generated(e.windows, f"an evaluation set ([[evaluation]] {e.role!r})",
+                             catalog)
+        return v
+
+    @model_validator(mode="after")
+    def _generated_calibration_only(self, info: ValidationInfo) -> StudyConfig:
+        """Text generated from the model (source `self`) calibrates; it never trains a
+        recovery, whose default text is the calibration source's."""
+        catalog = catalog_for(info)
+        if self.recovery is not None and catalog is not None:
+            if self.recovery.windows is None and is_generated(self.calibration.source, catalog):
+                raise ValueError(
+                    f"[recovery] trains on the calibration text by default, but [calibration] "
+                    f"source {self.calibration.source!r} is generated from the model (for "
+                    "calibration only): give [recovery] windows = {source = ..., n = ..., "
+                    "seqlen = ...} from a text source")
+        return self
+
     @model_validator(mode="after")
     def _kind_sections(self, info: ValidationInfo) -> StudyConfig:
         for kind, model, split in (("predictor", PredictorSection, "predictor.split"),
@@ -622,16 +669,50 @@ class StudyConfig(_Strict):
         elif self.search is not None:
             raise ValueError("[search] is for study.kind = 'gp' or 'random'; this study is "
                              f"kind {self.study.kind!r}")
+        if self.reconstruction is not None:
+            if self.study.kind != "grid":
+                raise ValueError("[reconstruction] is for grid studies (methods × sparsities × "
+                                 f"reconstruction modes); this study is kind {self.study.kind!r}")
+            self._check_reconstruction(info)
         return self
+
+    def _check_reconstruction(self, info: ValidationInfo) -> None:
+        if catalog_for(info) is None:
+            return
+        n = self.calibration.n
+        wanted = [s for s in self.reconstruction.samples if s is not None]
+        if n is not None and wanted and max(wanted) > n:
+            raise ValueError(f"reconstruction.samples asks for {max(wanted)} windows but the "
+                             f"[calibration] set has {n} (raise calibration.n or lower samples)")
+        if not any(self._reconstructable(s) for s in self.grid.specs() + list(self.candidates)):
+            raise ValueError("[reconstruction] needs an unstructured or N:M grid method (e.g. "
+                             "grid.methods = ['magnitude', 'wanda', 'sparsegpt']); dense and "
+                             "structured candidates are not reconstructed")
+
+    @staticmethod
+    def _reconstructable(spec: CandidateSpec) -> bool:
+        return (spec.method not in ("dense", "structured") and spec.reconstruction is None
+                and spec.recovery is None)
 
     @property
     def is_search(self) -> bool:
         return self.study.kind in SEARCH_KINDS
 
     def candidate_specs(self) -> list[CandidateSpec]:
-        """The grid expanded (dense first), then the explicit candidates; duplicates dropped."""
+        """The grid expanded (dense first), then the explicit candidates, each unstructured /
+        N:M one crossed with the [reconstruction] variants; duplicates dropped."""
         specs = self.grid.specs()
         specs.extend(self.candidates)
+        if self.reconstruction is not None:
+            crossed = []
+            for spec in specs:
+                if not self._reconstructable(spec):
+                    crossed.append(spec)
+                    continue
+                for recipe in self.reconstruction.variants():
+                    crossed.append(spec if recipe is None else CandidateSpec.model_validate(
+                        {**spec.canonical(), "reconstruction": recipe.recipe()}))
+            specs = crossed
         seen, out = set(), []
         for spec in specs:
             if spec.hash() not in seen:
@@ -644,7 +725,7 @@ class StudyConfig(_Strict):
         if self.study.kind in ("predictor", "tpe"):
             data.pop("search", None)  # derived from [predictor] / [tpe] (`search_section`)
         # unset: the same recorded config as before
-        for optional in ("search", "tasks", "predictor", "tpe", "recovery"):
+        for optional in ("search", "tasks", "predictor", "tpe", "recovery", "reconstruction"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         if not data["study"].get("measurements"):

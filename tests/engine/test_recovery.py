@@ -263,3 +263,21 @@ def test_the_study_hook_recovers_the_best_candidate_and_restores_the_weights(
                                                if m.name == "ppl" and m.role == ev.role)
     ctx.snapshot.restore()
     assert all(torch.equal(p, pristine[n]) for n, p in _state(ctx.lm).items())
+
+
+def test_a_study_calibrated_on_generated_text_recovers_on_the_text_train_names():
+    """Recovery never trains on `self` windows: --train names the text (its split defaults to
+    the new source's calibration split), without it the message says what to give."""
+    from prunestudio.engine.recovery import RecoveryError, resolve_settings
+
+    from prunestudio.schema.recovery import RecoverySettings
+    from prunestudio.schema.window_spec import WindowSpec
+
+    calibration = WindowSpec(source="self", n=4, seqlen=32)
+    resolved = resolve_settings(RecoverySettings(), calibration,
+                                {"source": "pydoc", "n": 8, "offset": 1000})
+    assert (resolved.windows.source, resolved.windows.split) == ("pydoc", "all")
+    assert (resolved.windows.n, resolved.windows.offset, resolved.windows.seqlen) == (8, 1000, 128)
+    assert resolved.windows.generation is None
+    with pytest.raises(RecoveryError, match="--train source=pydoc"):
+        resolve_settings(RecoverySettings(), calibration)

@@ -15,10 +15,11 @@ from prunestudio.engine.study.proposers.base import (
     model_loaded,
 )
 
-from prunestudio.schema import task_metric_title
+from prunestudio.schema import Candidate, task_metric_title
+from prunestudio.schema.overfitting import overfitting_warnings
 
 #: what every grid candidate measures, in this order (then the study's extra measurements)
-GRID_MEASUREMENTS = ("sparsity", "perplexity", "tasks", "efficiency")
+GRID_MEASUREMENTS = ("sparsity", "reconstruction", "perplexity", "tasks", "efficiency")
 
 
 def summary(metrics: list[dict[str, Any]]) -> str:
@@ -66,8 +67,21 @@ class GridProposer(Proposer):
         notes = [Note(f"candidate {cid} {label}: {text}", candidate_id=cid,
                       progress=self.progress())]
         notes += self._same_structure(cid, result.info)
+        notes += self._overfitting(cid)
         notes.append(Note(f"  {cid:>4} {label:<22} {text}", console=True))
         return notes
+
+    def _overfitting(self, cid: int) -> list[Note]:
+        """Reconstruction sweeps (Shin et al. 2024): when this candidate ends a step of a sweep
+        where calibration error fell but held-out PPL rose, a warning event (the rule is the
+        schema's, the same `show`, the TUI and the web app apply)."""
+        if not (self.candidates.get(cid, {}).get("spec") or {}).get("reconstruction"):
+            return []
+        roles = [ev.role for ev in self.config.evaluation]
+        records = [Candidate.of(c) for c in self.candidates.values()]
+        return [Note(w.text, level="warning", candidate_id=cid)
+                for w in overfitting_warnings(records, roles)
+                if cid in (w.low_candidate, w.high_candidate)]
 
     def _same_structure(self, cid: int, info: dict[str, Any]) -> list[Note]:
         """Two specs of one study that realise the same structure are one model measured twice
