@@ -61,7 +61,19 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="at most N examples per task (fidelity proxy); a fraction if < 1")
     p.add_argument("--calib", default=None, metavar="KEY=VALUE,...",
                    help="calibration windows, e.g. source=pydoc,n=16,seqlen=128,offset=0 "
-                   "(keys: source, split, seqlen, n, offset, end, selection, seed)")
+                   "(keys: source, split, seqlen, n, offset, end, selection, seed); "
+                   "source=self,n=16 samples them from the model (generation.top_k=40, ...)")
+    p.add_argument("--reconstruct", default=None, metavar="MODES",
+                   help="after each unstructured / N:M mask, fit the remaining weights to the "
+                   "dense model (Shin et al. 2024), one candidate per mode: none, lr "
+                   "(layer-wise), br (block-wise), gp (block-wise, global propagation), "
+                   "comma-separated, e.g. none,br,gp")
+    p.add_argument("--reconstruct-epochs", default=None, metavar="LIST",
+                   help="epochs per block, comma-separated (a sweep when several; default 10)")
+    p.add_argument("--reconstruct-set", default=None, metavar="KEY=VALUE,...",
+                   help="the reconstruction recipe, e.g. lr=1e-3,batch_size=4,samples=8 (keys: "
+                   "lr, batch_size, micro_batch_size, samples, weight_decay, schedule, "
+                   "max_grad_norm, seed)")
     p.add_argument("--eval", action="append", default=None, metavar="KEY=VALUE,...",
                    help="an evaluation set, e.g. role=in_domain,source=pydoc,n=32,seqlen=256,"
                    "offset=40000 (repeatable; extra keys: role, fidelity, batch_size)")
@@ -100,6 +112,7 @@ class PruneRequest:
     tasks: tuple[str, ...] | None = None
     task_limit: float | None = None
     name: str | None = None
+    reconstruction: Mapping[str, Any] | None = None  # the [reconstruction] table, or None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> PruneRequest:
@@ -137,6 +150,7 @@ class PruneRequest:
             tasks=tuple(split_list(args.tasks, "tasks")) if args.tasks else None,
             task_limit=args.task_limit,
             name=args.name,
+            reconstruction=reconstruction_table(args),
         )
 
     def study_data(self, base: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +187,8 @@ class PruneRequest:
             data["evaluation"] = [dict(e) for e in self.evaluation]
         if self.tasks:
             data["tasks"] = {"names": list(self.tasks), "limit": self.task_limit}
+        if self.reconstruction is not None:
+            data["reconstruction"] = dict(self.reconstruction)
         return data
 
     def _expand(self, method: str, method_options: dict[str, Any], **extra: Any
@@ -242,6 +258,36 @@ def parse_key_values(text: str, what: str) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def reconstruction_table(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--reconstruct / --reconstruct-epochs / --reconstruct-set → the [reconstruction] table
+    (None without --reconstruct; the other two alone are an error)."""
+    from prunestudio.schema.study_file import ConfigError
+
+    epochs, recipe = args.reconstruct_epochs, args.reconstruct_set
+    if args.reconstruct is None:
+        if epochs is not None or recipe is not None:
+            raise ConfigError("--reconstruct-epochs / --reconstruct-set need --reconstruct "
+                              "MODES (e.g. --reconstruct none,br,gp)")
+        return None
+    table: dict[str, Any] = {"modes": split_list(args.reconstruct, "reconstruct")}
+    if epochs is not None:
+        try:
+            table["epochs"] = [int(e) for e in split_list(epochs, "reconstruct-epochs")]
+        except ValueError:
+            raise ConfigError(f"--reconstruct-epochs must be whole numbers >= 0; got "
+                              f"{epochs!r}") from None
+    if recipe:
+        values = parse_key_values(recipe, "--reconstruct-set")
+        for key in ("modes", "epochs"):
+            if key in values:
+                raise ConfigError(f"--reconstruct-set: give {key} with --reconstruct"
+                                  f"{'-epochs' if key == 'epochs' else ''}")
+        if "samples" in values:
+            values["samples"] = [values["samples"]]
+        table.update(values)
+    return table
 
 
 def eval_set(text: str) -> dict[str, Any]:

@@ -70,3 +70,30 @@ def test_model_choice_applies_once_to_a_parsed_config():
     assert (changed.model.source, changed.model.device, changed.model.dtype) == (
         "/m", "auto", "bfloat16")
     assert changed.model_dump(exclude={"model"}) == config.model_dump(exclude={"model"})
+
+
+def test_reconstruct_flags_cross_every_unstructured_candidate_with_each_mode_and_epoch():
+    config = _request("--methods", "wanda,magnitude", "--patterns", "unstructured,2:4",
+                      "--reconstruct", "none,gp", "--reconstruct-epochs", "1,3",
+                      "--reconstruct-set", "lr=1e-3,batch_size=4,samples=8").config()
+    labels = [s.label for s in config.candidate_specs()]
+    assert labels[:4] == ["dense", "wanda 50%", "wanda 50% +BR+GP 1ep n8",
+                          "wanda 50% +BR+GP 3ep n8"]
+    assert "magnitude[matrix] 2:4 +BR+GP 3ep n8" in labels and len(labels) == 1 + 4 * 3
+    recipe = config.candidate_specs()[2].reconstruction
+    assert (recipe.lr, recipe.batch_size, recipe.samples) == (1e-3, 4, 8)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--reconstruct-epochs", "3"], "need --reconstruct MODES"),
+    (["--reconstruct", "gp", "--reconstruct-epochs", "x"], "whole numbers"),
+    (["--reconstruct", "gp", "--reconstruct-set", "epochs=3"], "give epochs with"),
+])
+def test_reconstruct_flag_mistakes_name_the_flag(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        _request(*flags)
+
+
+def test_an_unknown_reconstruction_mode_lists_the_allowed_ones():
+    with pytest.raises(ConfigError, match="'none', 'lr', 'br' or 'gp'"):
+        _request("--reconstruct", "bw").config()
