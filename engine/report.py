@@ -23,7 +23,11 @@ from prunestudio.schema import (
     is_search_part,
     task_metric_title,
 )
-from prunestudio.schema.overfitting import overfitting_warnings
+from prunestudio.schema.overfitting import (
+    CALIBRATION_ERROR,
+    RECONSTRUCTION_ROLE,
+    overfitting_warnings,
+)
 
 
 def _console(file=None):
@@ -316,6 +320,9 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
     task_cols = task_columns(cands)
     for task, metric in task_cols:
         table.add_column(task_metric_title(task, metric), justify="right")
+    calib = any(c.find(CALIBRATION_ERROR, RECONSTRUCTION_ROLE) for c in cands)
+    if calib:  # reconstructed candidates: their error against the dense model (calibration)
+        table.add_column("calib err", justify="right")
     table.add_column("time s", justify="right")  # prune + evaluate (+ tasks); split in --json
     for c in sorted_candidates(cands, role) if role else cands:
         ppl = c.ppl_by_role
@@ -330,6 +337,9 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
             if dense_ppl.get(r):
                 row.append("—" if value is None else f"{value / dense_ppl[r].value:.2f}")
         row += [f"{accuracy[k].value:.3f}" if k in accuracy else "—" for k in task_cols]
+        if calib:
+            found = c.find(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
+            row.append(f"{found[0].value:.4f}" if found else "—")
         row.append(_fmt(c.timings.get("total")))
         table.add_row(*row, style="red" if c.status == "failed" else None)
     console.print(table)

@@ -37,9 +37,13 @@ def test_show_prints_each_overfitting_warning_after_the_table(
     table_end = max(i for i, line in enumerate(lines) if line.startswith("└"))
     assert warnings[0] == table_end + 1  # right after the candidate table, whole on one line
     assert any("wanda 50% +BR 4ep" in line for line in lines[:table_end])
+    header = next(line for line in lines if "candidate" in line and "status" in line)
+    assert "calib err" in header  # reconstructed candidates: their calibration error
+    row = next(line for line in lines if "wanda 50% +BR 4ep" in line)
+    assert "0.1200" in row  # its calib_error (the store's 4-epoch point)
 
 
 def test_show_prints_no_warning_without_a_sweep(recon_db: tuple[Path, dict[str, int]]) -> None:
     path, ids = recon_db
     shown = _show(str(ids["plain"]), "--store", str(path))
-    assert "wanda 50%" in shown and "warning:" not in shown
+    assert "wanda 50%" in shown and "warning:" not in shown and "calib err" not in shown
