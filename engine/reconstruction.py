@@ -222,6 +222,19 @@ def _block_errors(block: nn.Module, x: torch.Tensor, targets: list[torch.Tensor]
     return [_ratio(a, b) for a, b in sums]
 
 
+def _errors(out: torch.Tensor, targets: list[torch.Tensor], device: torch.device,
+            rows: int = 8) -> list[float]:
+    """Normalised errors of outputs already computed against each target."""
+    sums = [[0.0, 0.0] for _ in targets]
+    for start in range(0, out.shape[0], rows):
+        o = out[start:start + rows].to(device)
+        for acc, t in zip(sums, targets, strict=True):
+            num, den = _normalised(o, t[start:start + rows].to(device))
+            acc[0] += num
+            acc[1] += den
+    return [_ratio(a, b) for a, b in sums]
+
+
 def _lr_schedule(settings: ReconstructionSettings, total: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if settings.schedule == "constant":
@@ -460,7 +473,8 @@ def reconstruct_sequentially(lm: LoadedModel, inputs: BlockInputs, block_stats: 
             [calib_before] = _block_errors(block, x, [y_dense], fit_kwargs, device, micro)
             before, after, curve, steps = _fit_linears(block, linears, lr_data, settings,
                                                        device, i)
-            [calib_after] = _block_errors(block, x, [y_dense], fit_kwargs, device, micro)
+            sparse = sparse.through(block, device)  # the next block's input, and the errors'
+            [calib_after] = _errors(sparse.rows(n), [y_dense], device)
             fit = BlockFit(i, sum(before) / len(before), sum(after) / len(after),
                            calib_before, calib_after, curve, steps)
             del lr_data
@@ -469,12 +483,11 @@ def reconstruct_sequentially(lm: LoadedModel, inputs: BlockInputs, block_stats: 
                                                      device, micro)
             curve, steps = ([], 0) if settings.epochs == 0 else _fit_block(
                 block, linears, x, target, fit_kwargs, settings, device, i)
-            err_after, calib_after = _block_errors(block, x, [target, y_dense], fit_kwargs,
-                                                   device, micro)
+            sparse = sparse.through(block, device)  # the next block's input, and the errors'
+            err_after, calib_after = _errors(sparse.rows(n), [target, y_dense], device)
             fit = BlockFit(i, err_before, err_after, calib_before, calib_after, curve, steps)
         fits.append(fit)
         log.debug("block %d: %s", i, fit)
-        sparse = sparse.through(block, device)
         dense = dense_next
         del x, y_dense, target
         if progress:
