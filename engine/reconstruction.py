@@ -308,20 +308,22 @@ def _train(forward: Callable[[torch.Tensor], torch.Tensor], weights: list[nn.Par
 
 
 class _TrainOnly:
-    """Within the context: the block in fp32, eval mode, only `weights` requiring grad; the
-    dtype, grad flags and mode restored on exit."""
+    """Within the context: the block's parameters in fp32, eval mode, only `weights` requiring
+    grad; each parameter's dtype, the grad flags and the mode restored on exit. Buffers are
+    left alone (a `module.to(dtype)` round trip would cast a rotary `inv_freq` buffer down)."""
 
     def __init__(self, block: nn.Module, weights: list[nn.Parameter]):
         self.block, self.weights = block, weights
 
     def __enter__(self) -> _TrainOnly:
         b = self.block
-        self.dtype = next(b.parameters()).dtype
-        self.flags = {n: p.requires_grad for n, p in b.named_parameters()}
+        self.saved = {n: (p.dtype, p.requires_grad) for n, p in b.named_parameters()}
         self.training = b.training
-        b.float().eval()
+        b.eval()
         for p in b.parameters():
             p.requires_grad_(False)
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()
         for w in self.weights:
             w.requires_grad_(True)
         return self
@@ -329,9 +331,11 @@ class _TrainOnly:
     def __exit__(self, *exc: Any) -> None:
         b = self.block
         for n, p in b.named_parameters():
-            p.requires_grad_(self.flags[n])
+            dtype, flag = self.saved[n]
+            p.requires_grad_(flag)
             p.grad = None
-        b.to(self.dtype)
+            if p.dtype != dtype:
+                p.data = p.data.to(dtype)
         b.train(self.training)
 
 

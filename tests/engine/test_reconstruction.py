@@ -196,3 +196,22 @@ def test_seven_billion_block_wise_fits_24_gib_only_with_the_streams_offloaded():
     assert resident["streams"] == pytest.approx(5 * 128 * 2048 * 4096 * 2 / GIB)
     assert memory_estimate(**{**shape, "micro_batch": 8})["activations"] == pytest.approx(
         2 * offloaded["activations"])
+
+
+def test_a_bf16_model_is_fitted_in_fp32_and_given_back_in_bf16_with_its_mask():
+    lm, _, stats, snap = _setup(layers=2)
+    lm.model.to(torch.bfloat16)
+    lm.dtype = torch.bfloat16
+    stats = StatsCache(lm, stats.calib_ids, "bf16", batch_size=3, use_disk=False)
+    snap = WeightSnapshot(lm)
+    buffers = {n: (b.dtype, b.clone()) for n, b in lm.model.named_buffers()}
+    _, plain = _pruned(lm, stats, snap, _spec("wanda", None))
+    result, fitted = _pruned(lm, stats, snap, _spec("wanda", "gp"))
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    for n, b in lm.model.named_buffers():
+        assert b.dtype == buffers[n][0] and torch.equal(b, buffers[n][1]), n
+    for name, w in plain.items():
+        assert fitted[name].dtype == torch.bfloat16
+        if block_of(name) == 0:
+            assert torch.equal(fitted[name] == 0, w == 0), name
+    assert all(b.error_after < b.error_before for b in result.reconstruction.blocks)
