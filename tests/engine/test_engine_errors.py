@@ -484,7 +484,7 @@ def test_methods_that_need_calibration_refuse_to_run_without_it():
     (lambda d: d["calibration"].update(seqlen=1), "calibration.seqlen: Input should be greater than or equal to 2; got 1 (allowed: ≥ 2)"),
     (lambda d: d["calibration"].update(sead=3),
      "calibration.sead: unknown key (check the spelling; allowed: source, split, seqlen, n, "
-     "offset, end, selection, seed)"),
+     "offset, end, selection, seed, generation)"),
     (lambda d: d["evaluation"][1]["windows"].update(n="many"),
      "evaluation.1.windows.n: Input should be a valid integer, unable to parse string as an "
      "integer; got 'many'"),
@@ -518,7 +518,8 @@ def test_format_validation_error_cleans_any_pydantic_error():
     assert text.splitlines() == [
         "  sparsity: sparsity must be in [0, 1), got 1.5",
         "  patern: unknown key (check the spelling; allowed: method, sparsity, pattern, "
-        "layer_ratios, owl, calibration, options, recovery, calibration_samples)"]
+        "layer_ratios, owl, calibration, options, recovery, calibration_samples, "
+        "reconstruction)"]
     raw = str(exc.value)
     assert "errors.pydantic.dev" in raw  # what the user used to see
     cleaned = clean_pydantic_text(raw)

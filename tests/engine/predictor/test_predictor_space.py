@@ -43,8 +43,23 @@ def spaces(draw) -> SearchSpace:
     grid_jump = (math.ceil(step * mlp) + 1) * 3 * hidden / total
     tolerance = max(0.3 * budget, grid_jump)
     assume(tolerance < budget)
-    return SearchSpace.create(Layout(blocks, total), budget=budget, tolerance=tolerance,
-                              step=step, keep_first=keep_first, keep_last=keep_last)
+    space = SearchSpace.create(Layout(blocks, total), budget=budget, tolerance=tolerance,
+                               step=step, keep_first=keep_first, keep_last=keep_last)
+    # whole attention units can be too coarse too (one KV group of few free blocks jumping
+    # over the window): only spaces where some architecture meets the budget, by enumeration
+    assume(_reachable(space))
+    return space
+
+
+def _reachable(space: SearchSpace) -> bool:
+    """Whether some choice of units within the windows removes a parameter count in the
+    budget's window (every sum enumerated, those above the window dropped)."""
+    lo, hi = space.target
+    sums = {0}
+    for v, (a, b) in zip(space.variables, space.windows, strict=True):
+        sums = {s + c * v.params for s in sums for c in v.choices[a:b + 1]
+                if s + c * v.params <= hi}
+    return any(s >= lo for s in sums)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
