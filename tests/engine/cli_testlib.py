@@ -60,7 +60,8 @@ def start_until(args: list[str], db: Path, ready, *, what: str, timeout: float =
     from prunestudio.store import StoreError, open_store
 
     proc = subprocess.Popen([*EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_default_sigint)
     deadline = time.time() + timeout
     while time.time() < deadline:
         time.sleep(0.05)
@@ -78,6 +79,16 @@ def start_until(args: list[str], db: Path, ready, *, what: str, timeout: float =
     proc.kill()
     proc.communicate()
     pytest.fail(f"never reached {what}")
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition, as a terminal's foreground job has it. A
+    test run started in the background of a non-interactive shell (`./scripts/test.sh &`,
+    CI) ignores SIGINT, the child would inherit that, and Python keeps an ignored SIGINT
+    ignored: the interrupt tests would then test nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def statuses(rows: list[dict]) -> list[str]:
