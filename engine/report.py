@@ -338,8 +338,8 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
                 row.append("—" if value is None else f"{value / dense_ppl[r].value:.2f}")
         row += [f"{accuracy[k].value:.3f}" if k in accuracy else "—" for k in task_cols]
         if calib:
-            found = c.find(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
-            row.append(f"{found[0].value:.4f}" if found else "—")
+            value = c.value(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
+            row.append("—" if value is None else f"{value:.4f}")
         row.append(_fmt(c.timings.get("total")))
         table.add_row(*row, style="red" if c.status == "failed" else None)
     console.print(table)

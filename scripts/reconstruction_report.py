@@ -34,8 +34,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _calib(c: Candidate) -> float | None:
-    found = c.find(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
-    return found[0].value if found else None
+    return c.value(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
 
 
 def _mode(c: Candidate) -> str:

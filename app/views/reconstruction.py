@@ -76,9 +76,9 @@ def recipe_text(recipe: Mapping[str, Any] | None) -> str:
 
 
 def _value(c: Candidate, name: str, role: str) -> float:
-    found = c.find(name, role)
-    m = min(found, key=lambda m: m.fidelity != "full", default=None)
-    return float(m.value) if m is not None and math.isfinite(m.value) else math.nan
+    """`Candidate.value`, NaN where not recorded (a table cell)."""
+    v = c.value(name, role)
+    return math.nan if v is None else v
 
 
 def _metric(c: Candidate, name: str) -> Any:

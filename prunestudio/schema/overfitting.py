@@ -50,14 +50,6 @@ class OverfitWarning:
                 f"{self.low_candidate} → {self.high_candidate})")
 
 
-def _value(candidate: Any, name: str, role: str) -> float | None:
-    found = [m for m in candidate.metrics if m.name == name and m.role == role]
-    full = [m for m in found if m.fidelity == "full"] or found
-    if not full or full[0].value is None or not math.isfinite(full[0].value):
-        return None
-    return float(full[0].value)
-
-
 def sweep_points(candidates: Iterable[Any], variable: str) -> dict[str, list[tuple[Any, Any]]]:
     """Reconstructed candidates (schema `Candidate` records, status done) grouped by their spec
     without `variable` (``epochs`` or ``samples``, None counting as every window), each group
@@ -96,12 +88,12 @@ def overfitting_warnings(candidates: Iterable[Any], roles: Iterable[str]) -> lis
     for variable in ("epochs", "samples"):
         for label, points in sweep_points(candidates, variable).items():
             for (lo, a), (hi, b) in zip(points, points[1:], strict=False):
-                ca = _value(a, CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
-                cb = _value(b, CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
+                ca = a.value(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
+                cb = b.value(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
                 if ca is None or cb is None or not cb < ca:
                     continue
                 for role in roles:
-                    pa, pb = _value(a, "ppl", role), _value(b, "ppl", role)
+                    pa, pb = a.value("ppl", role), b.value("ppl", role)
                     if pa is not None and pb is not None and pb > pa:
                         out.append(OverfitWarning(
                             role, variable, "all" if lo is None else lo,

@@ -10,6 +10,7 @@ Nothing outside this package computes those.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,6 +285,12 @@ class Candidate:
         return [m for m in self.metrics if m.name == name
                 and (role is None or m.role == role)
                 and all(getattr(m.identity, k) == v for k, v in fields.items())]
+
+    def value(self, name: str, role: str) -> float | None:
+        """The value of metric `name` under `role` (full fidelity before proxy), None when
+        not recorded or not finite: what tables and the overfitting rule read."""
+        m = min(self.find(name, role), key=lambda m: m.fidelity != "full", default=None)
+        return float(m.value) if m is not None and math.isfinite(m.value) else None
 
     def ppl(self, role: str) -> Metric | None:
         """The perplexity of an evaluation role (full fidelity before proxy)."""

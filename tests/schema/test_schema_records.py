@@ -168,3 +168,13 @@ def test_search_part_roles_name_each_text_once():
         "search_pydoc_all_0", "search_pydoc_all_1"]
     assert is_search_part("search_pydoc") and not is_search_part("search")
     assert not is_search_part(None) and not is_search_part("in_domain")
+
+
+def test_candidate_value_reads_full_fidelity_first_and_drops_non_finite() -> None:
+    c = _cand(_spec("wanda", 0.5), metrics=[
+        _m("ppl", 30.0, "in_domain", "proxy"), _m("ppl", 28.0, "in_domain", "full"),
+        _m("calib_error", float("nan"), "reconstruction"), _m("ppl", 40.0, "ood", "proxy")])
+    assert c.value("ppl", "in_domain") == 28.0
+    assert c.value("ppl", "ood") == 40.0  # only a proxy: that one
+    assert c.value("calib_error", "reconstruction") is None  # not finite
+    assert c.value("ppl", "missing") is None
