@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.progress import Reporter
@@ -25,12 +25,21 @@ from prunestudio.engine.study.context import (
     input_identity,
     prepare,
 )
-from prunestudio.engine.study.executor import InProcessExecutor, Job, pruned_model, run_job
+from prunestudio.engine.study.executor import (
+    Executor,
+    InProcessExecutor,
+    Job,
+    pruned_model,
+    run_job,
+)
 from prunestudio.engine.study.loop import mark_study_failed, resume_event, worker_name
 from prunestudio.engine.study.measurements.tasks import task_accuracy
 from prunestudio.engine.study.proposers import make_proposer
 from prunestudio.engine.study.proposers.grid import GRID_MEASUREMENTS
 from prunestudio.store import Heartbeat, Store, open_store
+
+if TYPE_CHECKING:
+    from prunestudio.engine.study.ray_executor import WorkerPlan
 
 from prunestudio.schema.spec import CandidateSpec
 from prunestudio.schema.study_file import StudyConfig, parse_config
@@ -60,16 +69,36 @@ def evaluate_candidate(ctx: StudyContext, spec: CandidateSpec,
     return CandidateOutcome(result.metrics, result.timings, result.info)
 
 
+def make_executor(config: StudyConfig, *, reporter: Reporter | None = None,
+                  lm: LoadedModel | None = None, ctx: StudyContext | None = None,
+                  worker: str | None = None, plan: WorkerPlan | None = None,
+                  identity: dict[str, str] | None = None) -> Executor:
+    """In this process (`plan` None), or on Ray actors (`plan`: how many, where; `identity`:
+    the model and text fingerprints every actor must report)."""
+    if plan is None:
+        return InProcessExecutor(config, reporter=reporter, lm=lm, ctx=ctx, name=worker)
+    from prunestudio.engine.study.ray_executor import RayExecutor
+
+    return RayExecutor(config, plan, prefix=worker or worker_name(), reporter=reporter,
+                       identity=identity)
+
+
 def run_recorded(store: Store, study_id: int, config: StudyConfig,
                  reporter: Reporter | None = None, lm: LoadedModel | None = None, *,
                  ctx: StudyContext | None = None, resumed: bool = False,
-                 worker: str | None = None) -> str:
-    """Run a recorded study (any kind) in this process; return its final status."""
+                 worker: str | None = None, plan: WorkerPlan | None = None,
+                 identity: dict[str, str] | None = None) -> str:
+    """Run a recorded study (any kind) in this process, or on Ray workers (`plan`); return
+    its final status."""
     from prunestudio.engine.study.loop import run_study as loop
 
-    executor = InProcessExecutor(config, reporter=reporter, lm=lm, ctx=ctx)
-    return loop(store, study_id, make_proposer(config), executor, reporter=reporter,
-                worker=worker, resumed=resumed)
+    executor = make_executor(config, reporter=reporter, lm=lm, ctx=ctx, worker=worker,
+                             plan=plan, identity=identity)
+    try:
+        return loop(store, study_id, make_proposer(config), executor, reporter=reporter,
+                    worker=worker, resumed=resumed)
+    finally:
+        executor.close()
 
 
 def start_study(store: Store, config: StudyConfig, name: str | None = None) -> int:
@@ -138,8 +167,10 @@ def check_inputs_unchanged(store: Store, study: dict[str, Any], ctx: StudyContex
 def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: str | None = None,
               resume: str | int | None = None, reporter: Reporter | None = None,
               lm: LoadedModel | None = None, allow_changed_inputs: bool = False,
-              lock_timeout: float = 30.0) -> tuple[int, str]:
-    """Create (or resume) a study in the store at `store_path` and run it.
+              lock_timeout: float = 30.0, plan: WorkerPlan | None = None
+              ) -> tuple[int, str]:
+    """Create (or resume) a study in the store at `store_path` and run it (on Ray workers
+    with a `plan`: the driver validates, records and proposes; the actors evaluate).
 
     Validate first, create after: the model is loaded, the windows cut and every spec checked
     against the model before the study is recorded, so bad input leaves no `failed` study
@@ -182,12 +213,18 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
             store.remove_dead_workers(study_id)  # rows of runners killed on this host
             # a thread with its own connection beats every few seconds, so a study whose
             # process died (kill -9) shows as stale in `studies` and the TUI
+            identity = input_identity(ctx)
+            if plan is not None and ctx.lm.device.type == "cuda":
+                ctx = None  # the actors need the GPUs: the driver only records
+                _free_gpu_memory()
             with Heartbeat(store.path, worker, study_id, timeout=lock_timeout):
                 status = run_recorded(store, study_id, config, reporter, ctx=ctx,
-                                      resumed=study is not None, worker=worker)
+                                      resumed=study is not None, worker=worker, plan=plan,
+                                      identity=identity)
                 if status == "finished" and config.recovery is not None:
                     from prunestudio.engine.recovery import recover_candidates
 
+                    ctx = ctx or prepare(config, reporter)
                     recover_candidates(store, study_id, config.recovery, ctx, reporter)
                 return study_id, status
         except KeyboardInterrupt as exc:
@@ -198,6 +235,17 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
                     detail = _record_interrupt(store, study_id, signame)
             raise StudyInterrupted(signame, study_id, study_name, str(store_path),
                                    detail) from None
+
+
+def _free_gpu_memory() -> None:
+    """Once the driver's copy of the model (loaded to validate the study) is dropped, give its
+    GPU memory back, so that the Ray workers have the GPUs to themselves."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def _check_name_free(store: Store, name: str | None) -> None:

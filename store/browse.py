@@ -10,7 +10,7 @@ be cheap to ask again:
 - :func:`candidate_page` filters, sorts and pages a study's candidates in SQL and returns full
   records for one page only, with the number of rows that pass the filters;
 - aggregates (:func:`study_overview`, :func:`status_counts`, :func:`failure_reasons`) are one
-  GROUP BY each.
+  GROUP BY each; per worker, :func:`worker_summary` and the binned :func:`worker_timeline`.
 
 Every function reads one consistent snapshot and returns schema records or plain values.
 """
@@ -23,7 +23,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prunestudio.schema import Candidate, Event, MetricIdentity
+from prunestudio.schema import (
+    Candidate,
+    Event,
+    MetricIdentity,
+    WorkerLane,
+    WorkerSummary,
+    WorkerTimeline,
+)
+from prunestudio.schema.workers import LANE_STATUSES
 
 from .db import Store, guarded
 from .records import decode_candidate, decode_metric, in_budget_sql, metrics_for, rows
@@ -47,6 +55,8 @@ __all__ = [
     "status_counts",
     "study_overview",
     "study_token",
+    "worker_summary",
+    "worker_timeline",
 ]
 
 # sort keys of candidate_page that are candidate columns (anything else: a MetricIdentity)
@@ -156,6 +166,88 @@ def failure_reasons(store: Store, study_id: int, limit: int = 20) -> list[dict[s
                      " WHERE study_id = ? AND status = 'failed' GROUP BY reason"
                      " ORDER BY n DESC, first_id LIMIT ?", (int(study_id), int(limit)))
     return found
+
+
+# -- per worker ----------------------------------------------------------------------------
+
+# a candidate's span: started, and finished or still running (a running one lasts until `now`)
+_SPAN = ("c.study_id = ? AND c.worker IS NOT NULL AND c.started_at IS NOT NULL"
+         " AND (c.finished_at IS NOT NULL OR c.status = 'running')")
+_ENDED_TIMED = ("c.status IN ('done', 'failed', 'skipped') AND c.started_at IS NOT NULL"
+                " AND c.finished_at IS NOT NULL")
+
+
+@guarded
+def worker_summary(store: Store, study_id: int) -> list[WorkerSummary]:
+    """Per worker that took candidates of the study (``candidates.worker``): its candidates
+    done / failed / skipped / running, busy seconds (``finished_at - started_at`` summed over
+    its ended candidates), first start, last finish and the mean seconds per candidate; by
+    first start, then name. One GROUP BY over the study's rows."""
+    with store.snapshot() as c:
+        found = rows(c, "SELECT c.worker AS name,"
+                     " SUM(c.status = 'done') AS done, SUM(c.status = 'failed') AS failed,"
+                     " SUM(c.status = 'skipped') AS skipped,"
+                     " SUM(c.status = 'running') AS running,"
+                     f" SUM(CASE WHEN {_ENDED_TIMED} THEN MAX(0.0, c.finished_at - c.started_at)"
+                     " END) AS busy_s,"
+                     f" SUM({_ENDED_TIMED}) AS timed, MIN(c.started_at) AS first_start,"
+                     f" MAX(CASE WHEN {_ENDED_TIMED} THEN c.finished_at END) AS last_finish"
+                     " FROM candidates c WHERE c.study_id = ? AND c.worker IS NOT NULL"
+                     " GROUP BY c.worker ORDER BY first_start IS NULL, first_start, name",
+                     (int(study_id),))
+    return [WorkerSummary.of(r) for r in found]
+
+
+@guarded
+def worker_timeline(store: Store, study_id: int, n_bins: int, now: float) -> WorkerTimeline:
+    """When each worker of the study was busy, in ``n_bins`` equal bins from the first start
+    of a candidate to the last finish (to ``now`` while one runs): per worker and bin, busy
+    seconds by status (a running candidate counts up to ``now``). Lanes ordered as
+    :func:`worker_summary`.
+
+    Cheap at 100k candidates: the candidates inside one bin are summed by a GROUP BY; only
+    those crossing a bin boundary come back one by one, and a worker running one candidate at
+    a time crosses each boundary at most once (at most ``n_bins`` rows per worker)."""
+    n_bins = max(1, int(n_bins))
+    sid = int(study_id)
+    with store.snapshot() as c:
+        start, last, running = c.execute(
+            "SELECT MIN(c.started_at), MAX(c.finished_at), SUM(c.status = 'running')"
+            f" FROM candidates c WHERE {_SPAN}", (sid,)).fetchone()
+        if start is None:
+            return WorkerTimeline(None, None, n_bins)
+        start = float(start)
+        last = float(last) if last is not None else start
+        end = max(float(now), last) if running else last  # now: a running one grows
+        width = (end - start) / n_bins or 1.0
+        # the bin of each end of a span (clamped to the last bin: `end` itself falls there)
+        span_end = "CASE WHEN c.status = 'running' THEN MAX(?, c.started_at) ELSE c.finished_at END"
+        bin_of = "MIN(?, CAST(({0} - ?) / ? AS INTEGER))"
+        first, final = bin_of.format("c.started_at"), bin_of.format(f"({span_end})")
+        # one scan: the spans inside one bin summed per (worker, status, bin); a span that
+        # crosses a boundary is a group of its own (keyed by its id), split below
+        found = c.execute(
+            f"SELECT worker, status, b0, b1, SUM(MAX(0.0, e - s)), MIN(s), MAX(e) FROM"
+            f" (SELECT c.id, c.worker, c.status, c.started_at AS s, {span_end} AS e,"
+            f" {first} AS b0, {final} AS b1 FROM candidates c WHERE {_SPAN})"
+            " GROUP BY worker, status, b0, CASE WHEN b1 > b0 THEN id END",
+            [end, n_bins - 1, start, width, n_bins - 1, end, start, width, sid]).fetchall()
+    bins: dict[str, list[dict[str, float]]] = {}
+    first_start: dict[str, float] = {}
+    for worker, status, b0, b1, seconds, s, e in found:
+        lane = bins.setdefault(worker, [{} for _ in range(n_bins)])
+        first_start[worker] = min(first_start.get(worker, s), s)
+        if status not in LANE_STATUSES:
+            continue
+        pieces = [(int(b0), float(seconds))] if b1 == b0 else [
+            (b, min(e, start + (b + 1) * width) - max(s, start + b * width))
+            for b in range(int(b0), int(b1) + 1)]
+        for b, part in pieces:
+            if part > 0:
+                lane[b][status] = lane[b].get(status, 0.0) + part
+    order = sorted(bins, key=lambda w: (first_start[w], w))
+    return WorkerTimeline(start, end, n_bins,
+                          tuple(WorkerLane(w, tuple(bins[w])) for w in order))
 
 
 @guarded

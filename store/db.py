@@ -579,12 +579,15 @@ class Store:
     def finish_candidate(
         self, candidate_id: int, *, metrics: Sequence[Mapping[str, Any]],
         timings: Mapping[str, float] | None = None, info: Mapping[str, Any] | None = None,
+        finished_at: float | None = None,
     ) -> None:
         """In one transaction: store the metrics and mark the candidate 'done'.
 
         Metric dicts take name, value (required) and dataset, split, seqlen, n_samples,
         fidelity ('proxy'/'full'), role, protocol (dict). Non-finite values raise ValueError
-        before anything is written. ``timings``/``info`` replace the stored dicts when given.
+        before anything is written. ``timings``/``info`` replace the stored dicts when given;
+        ``finished_at`` (default: now) is when its worker finished it (a parallel study
+        records results in proposal order, possibly after they came back).
         """
         norm = self._normalise(metrics)
         timings_json, info_json = _opt_json(timings, "timings"), _opt_json(info, "info")
@@ -599,7 +602,8 @@ class Store:
             c.execute(
                 "UPDATE candidates SET status = 'done', error = NULL, finished_at = ?,"
                 " timings = COALESCE(?, timings), info = COALESCE(?, info) WHERE id = ?",
-                (time.time(), timings_json, info_json, candidate_id),
+                (time.time() if finished_at is None else finished_at, timings_json, info_json,
+                 candidate_id),
             )
             self._touch(row["study_id"], [candidate_id])
 
@@ -613,24 +617,26 @@ class Store:
             self._touch(row["study_id"], [candidate_id])
 
     def _end(self, candidate_id: int, status: str, error: str,
-             timings: Mapping[str, float] | None, info: Mapping[str, Any] | None) -> None:
+             timings: Mapping[str, float] | None, info: Mapping[str, Any] | None,
+             finished_at: float | None = None) -> None:
         timings_json, info_json = _opt_json(timings, "timings"), _opt_json(info, "info")
         with self.transaction() as c:
             row = self._candidate_row(candidate_id)
             c.execute(
                 "UPDATE candidates SET status = ?, error = ?, finished_at = ?,"
                 " timings = COALESCE(?, timings), info = COALESCE(?, info) WHERE id = ?",
-                (status, error, time.time(), timings_json, info_json, candidate_id),
+                (status, error, time.time() if finished_at is None else finished_at,
+                 timings_json, info_json, candidate_id),
             )
             self._touch(row["study_id"], [candidate_id])
 
     @guarded
     def fail_candidate(
         self, candidate_id: int, *, error: str, timings: Mapping[str, float] | None = None,
-        info: Mapping[str, Any] | None = None,
+        info: Mapping[str, Any] | None = None, finished_at: float | None = None,
     ) -> None:
         """Mark the candidate 'failed' with its error message (metrics already stored stay)."""
-        self._end(candidate_id, "failed", _text(error, "error"), timings, info)
+        self._end(candidate_id, "failed", _text(error, "error"), timings, info, finished_at)
 
     @guarded
     def skip_candidate(
@@ -638,6 +644,29 @@ class Store:
     ) -> None:
         """Mark the candidate 'skipped' (reason kept in ``error``, e.g. an equivalent mask)."""
         self._end(candidate_id, "skipped", _text(reason, "reason"), None, info)
+
+    @guarded
+    def release_candidates(self, candidate_ids: Sequence[int]) -> list[int]:
+        """Candidates started but given up (e.g. work started ahead of a cancel) go back from
+        'running' to 'pending' and lose any partial metrics; others are left as they are.
+        Returns the ids released."""
+        ids = [int(i) for i in candidate_ids]
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        with self.transaction() as c:
+            found = [r[0] for r in c.execute(
+                f"SELECT id FROM candidates WHERE id IN ({marks}) AND status = 'running'"
+                " ORDER BY idx", ids)]
+            if found:
+                fm = ", ".join("?" * len(found))
+                c.execute(f"DELETE FROM metrics WHERE candidate_id IN ({fm})", found)
+                c.execute(f"UPDATE candidates SET status = 'pending', worker = NULL,"
+                          f" started_at = NULL WHERE id IN ({fm})", found)
+                study = c.execute("SELECT study_id FROM candidates WHERE id = ?",
+                                  (found[0],)).fetchone()[0]
+                self._touch(study, found)
+        return found
 
     @guarded
     def reset_running(self, study_id: int) -> list[int]:
@@ -801,22 +830,26 @@ class Store:
     def heartbeat(
         self, worker: str, *, study_id: int, candidate_id: int | None = None,
         keep_candidate: bool = False, host: str | None = None, pid: int | None = None,
+        device: Mapping[str, Any] | None = None,
     ) -> None:
         """Record that ``worker`` is alive (and what it is working on). ``keep_candidate``
         leaves an existing row's candidate as it is (a background beat). ``host`` / ``pid``
-        default to this host and process."""
+        default to this host and process; ``device`` (JSON: what the worker runs on) is kept
+        when not given."""
         _text(worker, "worker")
+        device_json = _opt_json(device, "device")
         with self.transaction() as c:
             c.execute(
-                "INSERT INTO workers (name, study_id, candidate_id, heartbeat, host, pid)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                "INSERT INTO workers (name, study_id, candidate_id, heartbeat, host, pid, device)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                 " study_id = excluded.study_id, candidate_id = CASE WHEN ?"
                 " AND workers.study_id IS excluded.study_id THEN workers.candidate_id"
                 " ELSE excluded.candidate_id END,"
-                " heartbeat = excluded.heartbeat, host = excluded.host, pid = excluded.pid",
+                " heartbeat = excluded.heartbeat, host = excluded.host, pid = excluded.pid,"
+                " device = COALESCE(excluded.device, workers.device)",
                 (worker, study_id, candidate_id, time.time(),
                  this_host() if host is None else host, os.getpid() if pid is None else pid,
-                 bool(keep_candidate)),
+                 device_json, bool(keep_candidate)),
             )
 
     @guarded

@@ -27,9 +27,10 @@ __all__ = [
     "table_names",
 ]
 
-SCHEMA_VERSION = 2
-# The oldest version a read-only open accepts: every later migration only adds tables, and a
-# read of a table a store does not have yet returns nothing (e.g. `Store.predictor_fits`).
+SCHEMA_VERSION = 3
+# The oldest version a read-only open accepts: every later migration only adds tables or
+# nullable columns, and a read of a table (column) a store does not have yet returns nothing
+# (e.g. `Store.predictor_fits`, `workers.device` read through ``SELECT *``).
 READABLE_FROM = 1
 MIGRATION_SET = "prunestudio"
 
@@ -169,9 +170,18 @@ def m002_predictor_fits(db: Database) -> None:
     _set_version(db, 2)
 
 
+# v3: what each worker runs on (JSON: device, GPU name and memory, threads, node), written by
+# the driver for its own process and for every Ray actor, so the machine panels show every
+# worker's GPU even when it is on another node.
+def m003_worker_devices(db: Database) -> None:
+    db.execute("ALTER TABLE workers ADD COLUMN device TEXT")
+    _set_version(db, 3)
+
+
 # In order; the name is what `_sqlite_migrations` records.
 _STEPS: list[tuple[str, Callable[[Database], None]]] = [
-    ("m001_initial", m001_initial), ("m002_predictor_fits", m002_predictor_fits)]
+    ("m001_initial", m001_initial), ("m002_predictor_fits", m002_predictor_fits),
+    ("m003_worker_devices", m003_worker_devices)]
 _MIGRATIONS: Migrations | None = None
 
 

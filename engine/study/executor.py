@@ -1,23 +1,31 @@
 """The Executor seam: a job (JSON) goes out, a result (JSON) comes back, never a model object.
 
-    executor.setup(warm)  -> description   # once: model, windows, statistics; JSON
-    executor.run(job)     -> CandidateResult
+    executor.setup(warm)       -> description     # once: model, windows, statistics; JSON
+    executor.slots                                # how many jobs may be in flight at once
+    executor.submit(job)       -> Ticket          # start a job on a free worker
+    executor.wait(timeout)     -> [Completion]    # jobs that ended ([] when the timeout passed)
+    executor.workers()         -> [WorkerRow]     # what each worker is and runs on (the store's
+                                                  # `workers` rows, written by the driver)
     executor.close()
 
 A `Job` names one recorded candidate: its canonical spec, the measurements to run (by name,
 with settings), whether to hash the pruned zero pattern and which hashes are already known
 (the mask-equivalence hook: a known hash returns status ``equivalent`` before any measurement),
 and info the driver already knows. A `CandidateResult` carries status (done | failed |
-equivalent), metric records, timings, info, the error text and `equivalent_to`.
+equivalent | lost), metric records, timings, info, the error text and `equivalent_to`; ``lost``
+means the worker process died while running the job (the loop re-queues it).
 
 The worker keeps its model, windows, statistics and pristine weights loaded between jobs
-(`StudyContext`); the driver (`study.loop`) is the only writer of the store. Today's
-`InProcessExecutor` runs jobs in this process; one per GPU, or Ray actors, implement the same
-three methods around the same `run_job`.
+(`StudyContext`); the driver (`study.loop`) is the only writer of the store.
+`InProcessExecutor` runs one job at a time in this process (`slots` = 1: `wait` runs it);
+`prunestudio.engine.study.ray_executor.RayExecutor` runs one `InProcessExecutor` per Ray actor
+(one per GPU, or CPU actors with a thread budget each) and keeps several jobs in flight.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from collections.abc import Sequence
@@ -69,19 +77,78 @@ class CandidateResult:
     error_summary: str | None = None  # "Type: message", for the event
     equivalent_to: int | None = None
     out_of_memory: bool = False
+    worker: dict[str, Any] | None = None  # host, pid, device of the worker that ran it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CandidateResult:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A submitted job: `id` is unique per executor, `worker` the name of the worker that
+    runs it (the store's ``candidates.worker`` and ``workers.name``)."""
+
+    id: int
+    worker: str
+
+
+@dataclass
+class Completion:
+    ticket: Ticket
+    result: CandidateResult
+    received_at: float  # epoch seconds: when the driver got it (the candidate's finished_at)
+
+
+@dataclass
+class WorkerRow:
+    """One worker as the store's ``workers`` table records it."""
+
+    name: str
+    host: str | None = None
+    pid: int | None = None
+    device: dict[str, Any] | None = None
+
 
 class Executor(Protocol):
+    slots: int
+
     def setup(self, warm: Sequence[str] = ()) -> dict[str, Any]:
         """Load what every job shares; warm the named statistics; return a JSON description
         (model, device, dtype, timings, identity, evaluation roles, search split)."""
 
-    def run(self, job: Job) -> CandidateResult: ...
+    def idle_worker(self) -> str:
+        """The name of the worker the next `submit` starts on (one is idle while fewer than
+        `slots` jobs are in flight): the loop records the candidate running on it first."""
+
+    def submit(self, job: Job) -> Ticket:
+        """Start `job` on the idle worker (the loop keeps at most `slots` jobs in flight)."""
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        """Block until at least one submitted job ends (or `timeout` seconds pass: [])."""
+
+    def workers(self) -> list[WorkerRow]: ...
 
     def close(self) -> None: ...
+
+
+def device_info(lm: LoadedModel, role: str) -> dict[str, Any]:
+    """What a worker runs on, for the store's ``workers.device`` (JSON): device, GPU name and
+    memory (total, used now, peak), CPU threads, node, role (driver | ray actor)."""
+    device = lm.device
+    info: dict[str, Any] = {"device": str(device), "gpu": None, "memory_total": None,
+                            "memory_used": None, "memory_peak": None,
+                            "threads": torch.get_num_threads(), "node": socket.gethostname(),
+                            "role": role}
+    if device.type == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, memory_total=int(props.total_memory),
+                    memory_used=int(torch.cuda.memory_reserved(device)),
+                    memory_peak=int(torch.cuda.max_memory_allocated(device)))
+    return info
 
 
 # -- pruning one candidate -------------------------------------------------------------------
@@ -187,11 +254,18 @@ def run_job(ctx: StudyContext, job: Job, reporter: Reporter | None = None) -> Ca
 
 
 class InProcessExecutor:
-    """Runs jobs in this process on one loaded `StudyContext`."""
+    """Runs jobs in this process on one loaded `StudyContext`, one at a time: `submit` keeps
+    the job, `wait` runs it."""
+
+    slots = 1
 
     def __init__(self, config: StudyConfig, *, reporter: Reporter | None = None,
-                 lm: LoadedModel | None = None, ctx: StudyContext | None = None) -> None:
+                 lm: LoadedModel | None = None, ctx: StudyContext | None = None,
+                 name: str | None = None, role: str = "driver") -> None:
         self.config, self.reporter, self._lm, self.ctx = config, reporter or Reporter(), lm, ctx
+        self.name, self.role = name, role
+        self._queued: tuple[Ticket, Job] | None = None
+        self._tickets = 0
 
     def setup(self, warm: Sequence[str] = ()) -> dict[str, Any]:
         if self.ctx is None:
@@ -228,7 +302,31 @@ class InProcessExecutor:
         self.ctx.timings["statistics"] = time.perf_counter() - t0
         self.ctx.timings["statistics_computed"] = float(len(stats.computed) - before)
 
+    def idle_worker(self) -> str:
+        return self.name or ""
+
+    def submit(self, job: Job) -> Ticket:
+        if self._queued is not None:
+            raise RuntimeError("InProcessExecutor runs one job at a time: wait() for it first")
+        self._tickets += 1
+        ticket = Ticket(self._tickets, self.name or "")
+        self._queued = (ticket, job)
+        return ticket
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        if self._queued is None:
+            return []
+        (ticket, job), self._queued = self._queued, None
+        result = self.run(job)
+        return [Completion(ticket, result, time.time())]
+
+    def workers(self) -> list[WorkerRow]:
+        device = None if self.ctx is None else device_info(self.ctx.lm, self.role)
+        return [WorkerRow(self.name or "", socket.gethostname(), os.getpid(), device)]
+
     def run(self, job: Job) -> CandidateResult:
+        """Run `job` now (a failure becomes a failed result: one candidate never stops a
+        study)."""
         job = Job.from_dict(job.to_dict())  # what a remote worker would get
         try:
             return run_job(self.ctx, job, self.reporter)

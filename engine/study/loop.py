@@ -12,8 +12,18 @@
    a cancel request is honoured before each item;
 4. the proposers' closing events, the study 'finished'.
 
+Parallel executors (`executor.slots` > 1, e.g. Ray actors) get the items of a round ahead of
+their turn — *speculatively*, planned on what is recorded so far — but results are recorded
+strictly in proposal order, like a CPU's reorder buffer: when an item's turn comes it is
+planned again on everything recorded before it; the same job keeps its result (a pruned model
+whose mask hash an earlier item of the round recorded in the meantime becomes ``equivalent``,
+as it would have in one process), a different decision (a skip, a reuse, another job) drops the
+early result. So N workers record exactly what one process records, in the same order.
+
 A failing candidate is recorded with its error (an out-of-memory error frees the CUDA cache in
-the executor) and the study goes on; any other error fails the study and is re-raised. The
+the executor) and the study goes on. A worker that dies mid-candidate (result ``lost``) is
+recorded as an event and its candidate re-queued; a candidate that kills its worker
+`MAX_LOST` times is recorded failed. Any other error fails the study and is re-raised. The
 loop is the only writer of the store; proposers and executors return what to record.
 """
 
@@ -23,9 +33,17 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 
 from prunestudio.engine.progress import Reporter
-from prunestudio.engine.study.executor import Executor, Job, error_text
+from prunestudio.engine.study.executor import (
+    CandidateResult,
+    Completion,
+    Executor,
+    Job,
+    Ticket,
+    error_text,
+)
 from prunestudio.engine.study.proposers.base import (
     Item,
     Note,
@@ -37,6 +55,9 @@ from prunestudio.engine.study.proposers.base import (
 from prunestudio.store import Store
 
 log = logging.getLogger(__name__)
+
+MAX_LOST = 2  # a candidate whose worker died this many times running it is recorded failed
+BEAT_EVERY = 10.0  # seconds: refresh the executor's worker rows while waiting
 
 
 def worker_name() -> str:
@@ -75,11 +96,37 @@ def run_study(store: Store, study_id: int, proposer: Proposer, executor: Executo
                  worker or worker_name()).run(proposer, resumed)
 
 
+@dataclass
+class _Flight:
+    """An item handed to the executor: its job, when it was planned (items recorded before it
+    in the round), its ticket and, once back, its completion."""
+
+    index: int
+    item: Item
+    job: Job
+    planned_after: int
+    ticket: Ticket | None = None
+    done: Completion | None = None
+    lost: int = 0  # times its worker died running it
+    orphan: bool = False  # superseded at its turn: the result is dropped when it comes back
+
+
+def _same_work(a: Job, b: Job) -> bool:
+    """The same job but for the known mask hashes (the loop applies the newer ones)."""
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("equivalent_masks"), db.pop("equivalent_masks")
+    return da == db
+
+
 class _Loop:
     def __init__(self, store: Store, study_id: int, executor: Executor, reporter: Reporter,
                  worker: str) -> None:
         self.store, self.sid, self.executor = store, study_id, executor
         self.reporter, self.worker = reporter, worker
+        self.slots = 1  # jobs in flight at once: the executor's, once it is set up
+        self.inflight: dict[int, _Flight] = {}  # ticket id -> flight (orphans included)
+        self.worker_rows: dict[str, dict] = {}  # executor workers: name -> host, pid, device
+        self.last_beat = 0.0
 
     def note(self, note: Note | PredictorFit) -> None:
         if isinstance(note, PredictorFit):
@@ -109,6 +156,8 @@ class _Loop:
         except Exception as exc:
             mark_study_failed(store, sid, exc, "study failed before its first candidate")
             raise
+        self.slots = max(1, int(self.executor.slots))
+        self._record_workers()
         try:
             passes: list[Proposer] = []
             current: Proposer | None = proposer
@@ -123,10 +172,55 @@ class _Loop:
             mark_study_failed(store, sid, exc, "study failed (fix the cause; `prunestudio run "
                               "--resume` continues where it stopped)")
             raise
+        finally:
+            self._forget_workers()
         store.heartbeat(self.worker, study_id=sid, candidate_id=None)
         store.set_study_status(sid, "finished")
         self.note(Note("study finished", progress=1.0))
         return "finished"
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _record_workers(self) -> None:
+        """The executor's workers as rows of the store's ``workers`` table (the in-process
+        executor's is this process: its row gains the device)."""
+        for w in self.executor.workers():
+            name = w.name or self.worker
+            if name != self.worker:
+                self.worker_rows[name] = {"host": w.host, "pid": w.pid, "device": w.device}
+            self.store.heartbeat(name, study_id=self.sid, keep_candidate=True, host=w.host,
+                                 pid=w.pid, device=w.device)
+        self.last_beat = time.monotonic()
+
+    def _worker_busy(self, name: str, candidate_id: int | None,
+                     seen: dict | None = None) -> None:
+        if name not in self.worker_rows:
+            self.store.heartbeat(self.worker, study_id=self.sid, candidate_id=candidate_id)
+            return
+        row = self.worker_rows[name]
+        if seen:  # a result tells which process ran it (a restarted actor has a new pid)
+            row.update({k: seen[k] for k in ("host", "pid", "device") if seen.get(k)})
+        self.store.heartbeat(name, study_id=self.sid, candidate_id=candidate_id,
+                             host=row["host"], pid=row["pid"], device=row["device"])
+
+    def _beat(self) -> None:
+        if time.monotonic() - self.last_beat < BEAT_EVERY:
+            return
+        for name, row in self.worker_rows.items():
+            self.store.heartbeat(name, study_id=self.sid, keep_candidate=True,
+                                 host=row["host"], pid=row["pid"])
+        self.last_beat = time.monotonic()
+
+    def _forget_workers(self) -> None:
+        from prunestudio.store import StoreError
+
+        try:
+            for name in self.worker_rows:
+                self.store.remove_worker(name)
+        except StoreError as exc:
+            log.warning("could not remove the workers' rows: %s", exc)
+
+    # -- a pass, a round -----------------------------------------------------------------------
 
     def _pass(self, p: Proposer, description: dict) -> str | None:
         store, sid = self.store, self.sid
@@ -142,54 +236,187 @@ class _Loop:
                     rnd.ids.append(cid)
                     p.tell(store.candidate(cid))
                 items = p.todo(rnd)
-                for item in items:
-                    reason = store.cancel_requested(sid)
-                    if reason:
-                        store.set_study_status(sid, "cancelled", error=reason)
-                        self.note(Note(f"cancelled {p.where(item)}: {reason}", level="warning",
-                                       progress=p.progress()))
-                        return "cancelled"
-                    self._item(p, item)
-                    _, done, total = p.bar()
-                    bar(done, total)
+                if self._round(p, items, bar) == "cancelled":
+                    return "cancelled"
                 self.notes(p.end_round(rnd, items))
         return None
 
-    def _item(self, p: Proposer, item: Item) -> None:
-        store, cid = self.store, item.id
-        decision = p.plan(item)
-        if isinstance(decision, Skip):
-            store.skip_candidate(cid, reason=decision.reason, info=decision.info)
-            p.tell(store.candidate(cid))
-            return
-        evaluate = item.mode == "evaluate"
-        if evaluate:
-            if not store.start_candidate(cid, worker=self.worker):
-                p.tell(store.candidate(cid))
-                return  # another worker took it
-            store.heartbeat(self.worker, study_id=self.sid, candidate_id=cid)
-        t0 = time.perf_counter()
-        if isinstance(decision, Job):
-            result = self.executor.run(decision)
-            if result.status == "equivalent":
-                decision = p.reuse(item, result)
-            elif result.status == "failed":
-                if evaluate:
-                    store.fail_candidate(cid, error=result.error, timings=result.timings,
-                                         info=result.info)
-                    p.tell(store.candidate(cid))
-                self.notes(p.failed_notes(item, result))
-                return
-            else:
-                if evaluate:
-                    store.finish_candidate(cid, metrics=result.metrics, timings=result.timings,
-                                           info={**result.info, **decision.done_info})
+    def _round(self, p: Proposer, items: list[Item], bar) -> str | None:
+        """Record every item of a round in order; with several slots, later items run ahead
+        (see the module's docstring)."""
+        flights: dict[int, _Flight] = {}
+        ahead = 0  # the next item to consider running ahead
+        cancel: str | None = None
+        for head, item in enumerate(items):
+            if cancel is None:
+                cancel = self.store.cancel_requested(self.sid) or None
+            fl, decision = flights.pop(head, None), None
+            if fl is not None and fl.planned_after != head:  # planned before items recorded
+                fresh = p.plan(item)
+                if isinstance(fresh, Job) and _same_work(fresh, fl.job):
+                    fl.job = fresh
                 else:
-                    store.add_metrics(cid, result.metrics)
+                    self._orphan(fl)
+                    fl, decision = None, fresh
+            if fl is None:
+                if cancel:  # nothing of this item started: stop before it
+                    return self._cancelled(p, item, cancel, flights)
+                decision = decision if decision is not None else p.plan(item)
+                if isinstance(decision, Job):
+                    fl = self._dispatch(p, head, item, decision, head)
+                    if fl is None:
+                        continue  # another worker took it
+            if cancel is None and self.slots > 1:
+                ahead = self._run_ahead(p, items, flights, max(ahead, head + 1), head)
+            if fl is None:
+                self._decided(p, item, decision)
+            else:
+                self._record(p, fl, self._await(fl))
+            _, done, total = p.bar()
+            bar(done, total)
+        if cancel:
+            return self._cancelled(p, None, cancel, flights)
+        return None
+
+    def _run_ahead(self, p: Proposer, items: list[Item], flights: dict[int, _Flight],
+                   start: int, head: int) -> int:
+        """Hand later items of the round to free slots; return the next item to consider."""
+        i = start
+        while i < len(items) and len(self.inflight) < self.slots:
+            item = items[i]
+            if item.mode == "evaluate" and item.candidate.get("status") not in (None, "pending"):
+                i += 1
+                continue
+            decision = p.plan(item)
+            if isinstance(decision, Job):  # skips and reuses wait for their turn: no work
+                fl = self._dispatch(p, i, item, decision, head)
+                if fl is not None:
+                    flights[i] = fl
+            i += 1
+        return i
+
+    def _dispatch(self, p: Proposer, index: int, item: Item, job: Job,
+                  planned_after: int) -> _Flight | None:
+        """Mark an evaluated item running and submit its job (waiting for a free slot)."""
+        while len(self.inflight) >= self.slots:
+            self._collect()
+        fl = _Flight(index, item, job, planned_after)
+        if not self._submit(fl):
+            p.tell(self.store.candidate(item.id))
+            return None
+        return fl
+
+    def _submit(self, fl: _Flight) -> bool:
+        """Mark an evaluated item running on the worker that will take it, then submit; False
+        when the candidate is no longer pending (another runner took it)."""
+        name = self.executor.idle_worker() or self.worker
+        if fl.item.mode == "evaluate":
+            if not self.store.start_candidate(fl.item.id, worker=name):
+                return False
+            self._worker_busy(name, fl.item.id)
+        fl.ticket = self.executor.submit(fl.job)
+        self.inflight[fl.ticket.id] = fl
+        return True
+
+    def _orphan(self, fl: _Flight) -> None:
+        """Its result will not be recorded (its turn came with another decision, or a cancel):
+        its candidate goes back to pending; a job still in flight is dropped when it ends."""
+        fl.orphan = True
+        if fl.item.mode == "evaluate":
+            self.store.release_candidates([fl.item.id])
+
+    def _collect(self, timeout: float | None = BEAT_EVERY) -> None:
+        """Take what ended from the executor (a lost job is re-queued or failed)."""
+        completions = self.executor.wait(timeout)
+        if not completions:
+            self._beat()
+        for c in completions:
+            fl = self.inflight.pop(c.ticket.id, None)
+            if fl is None:
+                continue
+            name = c.ticket.worker or self.worker
+            if name in self.worker_rows or name == self.worker:
+                self._worker_busy(name, None, c.result.worker)
+            if fl.orphan:
+                continue
+            if c.result.status == "lost":
+                self._lost(fl, c)
+            else:
+                fl.done = c
+
+    def _lost(self, fl: _Flight, c: Completion) -> None:
+        fl.lost += 1
+        cid, name = fl.item.id, c.ticket.worker
+        first = (c.result.error or "the worker process died").strip().splitlines()[0]
+        if fl.lost < MAX_LOST:
+            self.note(Note(f"worker {name} died while running candidate {cid} ({first}); it is "
+                           f"restarted and candidate {cid} re-queued (attempt {fl.lost + 1} of "
+                           f"{MAX_LOST})", level="warning", candidate_id=cid))
+            if fl.item.mode == "evaluate":
+                self.store.release_candidates([cid])
+            while len(self.inflight) >= self.slots:
+                self._collect()
+            self._submit(fl)
+            return
+        self.note(Note(f"worker {name} died while running candidate {cid} ({first}), "
+                       f"{fl.lost} times: candidate {cid} is recorded failed", level="error",
+                       candidate_id=cid))
+        fl.done = Completion(c.ticket, CandidateResult(
+            "failed", info=dict(fl.job.info),
+            error=f"the worker process died {fl.lost} times while running this candidate "
+                  f"(last: {name}): {c.result.error or 'no error reported'}",
+            error_summary=f"WorkerDied: {first}"), c.received_at)
+
+    def _await(self, fl: _Flight) -> Completion:
+        while fl.done is None:
+            self._collect()
+        return fl.done
+
+    def _cancelled(self, p: Proposer, item: Item | None, reason: str,
+                   flights: dict[int, _Flight]) -> str:
+        """Stop: work started ahead goes back to pending (recorded in order or not at all)."""
+        for fl in flights.values():
+            self._orphan(fl)
+        self.store.set_study_status(self.sid, "cancelled", error=reason)
+        where = p.where(item) if item is not None else "at the end of a round"
+        self.note(Note(f"cancelled {where}: {reason}", level="warning", progress=p.progress()))
+        return "cancelled"
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _decided(self, p: Proposer, item: Item, decision: Skip | Reuse) -> None:
+        if isinstance(decision, Skip):
+            self.store.skip_candidate(item.id, reason=decision.reason, info=decision.info)
+            p.tell(self.store.candidate(item.id))
+            return
+        self._reuse(p, item, decision, time.perf_counter())
+
+    def _record(self, p: Proposer, fl: _Flight, done: Completion) -> None:
+        store, item, job, result = self.store, fl.item, fl.job, done.result
+        cid, evaluate = item.id, item.mode == "evaluate"
+        if result.status == "done" and job.hash_masks:  # an earlier item of the round pruned
+            ref = job.equivalent_masks.get(result.info.get("mask_hash"))  # the same model
+            if ref is not None:
+                result = CandidateResult("equivalent", [], result.timings, result.info,
+                                         equivalent_to=ref, worker=result.worker)
+        if result.status == "equivalent":
+            t0 = time.perf_counter() - float(result.timings.get("total", 0.0))
+            self._reuse(p, item, p.reuse(item, result), t0)
+        elif result.status == "failed":
+            if evaluate:
+                store.fail_candidate(cid, error=result.error, timings=result.timings,
+                                     info=result.info, finished_at=done.received_at)
                 p.tell(store.candidate(cid))
-                self.notes(p.done_notes(item, result))
-                return
-        self._reuse(p, item, decision, t0)
+            self.notes(p.failed_notes(item, result))
+        else:
+            if evaluate:
+                store.finish_candidate(cid, metrics=result.metrics, timings=result.timings,
+                                       info={**result.info, **job.done_info},
+                                       finished_at=done.received_at)
+            else:
+                store.add_metrics(cid, result.metrics)
+            p.tell(store.candidate(cid))
+            self.notes(p.done_notes(item, result))
 
     def _reuse(self, p: Proposer, item: Item, reuse: Reuse, t0: float) -> None:
         """Record measurements taken from an equivalent candidate. For an evaluated item: the

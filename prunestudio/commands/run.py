@@ -21,11 +21,35 @@ def arguments(p: argparse.ArgumentParser) -> None:
     options.study_name(p)
     p.add_argument("--resume", default=None, metavar="STUDY",
                    help="resume a killed or cancelled study (id or name) with its recorded config")
+    cluster = p.add_argument_group(
+        "workers (Ray: pip install 'prunestudio[cluster]')",
+        "Evaluate candidates on N Ray actors, each holding the model: one per GPU, or CPU "
+        "actors with a thread budget each. The store stays in this process (its only writer). "
+        "Default: one worker per visible GPU when there are several and Ray is installed, "
+        "else this process.")
+    cluster.add_argument("--workers", type=_positive, default=None, metavar="N",
+                         help="number of Ray workers (a local Ray is started for the run)")
+    cluster.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                         help="join an existing Ray cluster (e.g. HEAD:6379, or 'auto'); "
+                              "without --workers: one worker per GPU of the cluster")
+    cluster.add_argument("--threads-per-worker", type=_positive, default=None, metavar="T",
+                         help="CPU workers: torch threads each (default: the CPUs / N)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1; got {value}")
+    return value
 
 
 def handle(args: argparse.Namespace) -> int:
     from prunestudio.engine.runner import launch_study
     from prunestudio.engine.studies.config import load_config
+    from prunestudio.engine.study.ray_executor import choose_plan
     from prunestudio.schema.study_file import ConfigError
 
     config = None
@@ -33,8 +57,12 @@ def handle(args: argparse.Namespace) -> int:
         config = options.ModelChoice.from_args(args).apply(load_config(args.config))
     elif args.config:
         raise ConfigError("give either CONFIG.toml or --resume STUDY, not both")
+    reporter = options.make_reporter(args.quiet)
+    plan = choose_plan(args.workers, args.ray_address, args.threads_per_worker,
+                       device=args.device or (config.model.device if config else "auto"),
+                       reporter=reporter)
     study_id, status = launch_study(config, args.store, name=args.name, resume=args.resume,
-                                 reporter=options.make_reporter(args.quiet),
+                                 reporter=reporter,
                                  allow_changed_inputs=args.allow_changed_inputs,
-                                 lock_timeout=args.lock_timeout)
+                                 lock_timeout=args.lock_timeout, plan=plan)
     return finish_study(args, study_id, status)

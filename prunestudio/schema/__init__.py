@@ -54,6 +54,7 @@ from .metrics import (
 from .records import Artifact, Candidate, Event, Study, StudyCounts, Worker
 from .settings import EvalSettings, SearchSettings, StudySettings
 from .store_path import default_store_path
+from .workers import WorkerLane, WorkerSummary, WorkerTimeline
 
 __all__ = [
     "CANDIDATE_STATUSES",
@@ -87,6 +88,9 @@ __all__ = [
     "StudyCounts",
     "StudySettings",
     "Worker",
+    "WorkerLane",
+    "WorkerSummary",
+    "WorkerTimeline",
     "choose_primary",
     "column_titles",
     "default_store_path",

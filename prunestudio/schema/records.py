@@ -10,6 +10,7 @@ Nothing outside this package computes those.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -394,11 +395,38 @@ class Worker:
     host: str | None = None
     pid: int | None = None
     stale: bool | None = None  # from list queries: no recent heartbeat from a live process
+    # what it runs on (device, gpu, memory_total, memory_used, memory_peak, threads, node):
+    # written by the driver for itself and for every Ray actor
+    device: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Worker:
         stale = row.get("stale")
+        device = row.get("device")
+        if isinstance(device, str):
+            try:
+                device = json.loads(device)
+            except ValueError:
+                device = None
         return cls(name=str(row["name"]), heartbeat=float(row["heartbeat"]),
                    study_id=row.get("study_id"), candidate_id=row.get("candidate_id"),
                    host=row.get("host"), pid=row.get("pid"),
-                   stale=None if stale is None else bool(stale))
+                   stale=None if stale is None else bool(stale),
+                   device=device if isinstance(device, dict) else None)
+
+    @property
+    def device_label(self) -> str:
+        """'cuda:0 NVIDIA H200 12.1/139.8 GiB' / 'cpu (4 threads)' / '' (nothing recorded)."""
+        d = self.device or {}
+        if not d:
+            return ""
+        parts = [str(d.get("device") or "?")]
+        if d.get("gpu"):
+            parts.append(str(d["gpu"]))
+        total, used = d.get("memory_total"), d.get("memory_used")
+        if total:
+            gib = 1024 ** 3
+            parts.append(f"{(used or 0) / gib:.1f}/{total / gib:.1f} GiB")
+        if d.get("threads"):
+            parts.append(f"({d['threads']} threads)")
+        return " ".join(parts)

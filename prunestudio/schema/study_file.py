@@ -491,6 +491,12 @@ class TpeSection(_Strict):
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler, or "
                                               "RandomSampler (the baseline), both seeded")
     trials: int = Field(60, ge=1, description="trials (real evaluations)")
+    batch: int | None = Field(
+        None, ge=1, description="trials asked per round, evaluated in parallel by the run's "
+        "workers (tpe: Optuna's constant liar keeps a batch's trials apart; 1: one trial "
+        "after the other, each knowing every result before it); default: the number of "
+        "workers of the run that creates the study, recorded as a number (not `batch_size`, "
+        "the windows per forward pass)")
     n_startup_trials: int = Field(10, ge=1, description="TPE: random trials before it models")
     sparsity: float = Field(0.2, gt=0, lt=1, description="fraction of all parameters removed")
     block_start: int | None = Field(None, description="first pruned block (None: LLM-Pruner's "

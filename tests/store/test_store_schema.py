@@ -47,7 +47,8 @@ def test_migrations_create_schema_and_record_version(store: Store, db_path: Path
     assert int(meta["seq"]) == 0
     applied = store.conn.execute(
         "SELECT migration_set, name FROM _sqlite_migrations").fetchall()
-    assert applied == [("prunestudio", "m001_initial"), ("prunestudio", "m002_predictor_fits")]
+    assert applied == [("prunestudio", "m001_initial"), ("prunestudio", "m002_predictor_fits"),
+                       ("prunestudio", "m003_worker_devices")]
     assert store.schema_version == SCHEMA_VERSION
 
 

@@ -9,18 +9,25 @@ Stages, each one round of the loop (settings: `[tpe]`, `schema.study_file.TpeSec
 2. **baselines** (origin ``baseline``): ``llm_pruner`` — first-order element-wise Taylor
    (LLM-Pruner's default) on a seeded random draw of `samples` calibration windows, same budget
    and blocks — measured like the reference;
-3. **trials** 0..T-1, one per round (generation = trial number, origin = the sampler): the
-   sampler proposes windows (`samples` slots over the pool, duplicates dropped) and α, β, the
+3. **trials** 0..T-1, in batches of B = `batch` per round (round r: trials [r·B, (r+1)·B),
+   evaluated in parallel by the run's workers; generation = trial number, origin = the
+   sampler): the sampler proposes windows (`samples` slots over the pool, duplicates dropped) and α, β, the
    alignment factor f (γ = β·f); the candidate is method ``structured``, importance
    ``combined`` (α, β, γ), pruned with those windows only (`CandidateSpec.calibration_samples`)
    and measured on the objective: the mean PPL of the search splits (`search_mean`);
 4. **final**: the winner (best objective) re-measured on the [[evaluation]] sets and the tasks.
 
 The store is the one source of truth: before every trial the Optuna study is rebuilt from the
-recorded trials (`create_trial` / `add_trial`, in trial order: params, distributions, value or
-FAIL) and its sampler is seeded with (seed, trial number), so a resumed study proposes exactly
-what an uninterrupted one would, and nothing is evaluated twice. Every trial's parameters and
-distributions are in its candidate's info (``info.tpe``), which the web app's view reads.
+recorded trials of the earlier batches (`create_trial` / `add_trial`, in trial order: params,
+distributions, value or FAIL), then the earlier trials of its own batch are added as RUNNING
+(their parameters only: the TPE sampler's constant liar counts them among the worse trials, so
+a batch's trials keep apart instead of piling onto one optimum), and its sampler is seeded with
+(seed, trial number). A trial is thus a pure function of the seed, its number and the trials
+before it, whatever the order in which a batch's results came in: a resumed study — even one
+killed while a batch was being recorded — proposes exactly what an uninterrupted one would, and
+nothing is evaluated twice. With B = 1 no trial is ever RUNNING: the search is the sequential
+one. Every trial's parameters and distributions are in its candidate's info (``info.tpe``),
+which the web app's view reads.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ class TpeSearch(Proposer):
         self.description: dict[str, Any] = {}
         self._pos = 0
         self._exhausted = False
-        self._asked: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._asked: dict[int, tuple[dict[str, Any], dict[str, Any]] | None] = {}
 
     @classmethod
     def from_config(cls, config) -> TpeSearch:
@@ -158,6 +165,17 @@ class TpeSearch(Proposer):
 
     # -- the Optuna study, rebuilt from the store ----------------------------------------------
 
+    @property
+    def batch(self) -> int:
+        """Trials asked per round (`[tpe] batch`). A recorded config always holds a number (the
+        launcher fills in its worker count); None — a config from before the key — is 1."""
+        return self.settings.batch or 1
+
+    def batch_of(self, number: int) -> range:
+        """The trial numbers of trial `number`'s batch (the last one capped by `trials`)."""
+        start = number - number % self.batch
+        return range(start, min(start + self.batch, self.settings.trials))
+
     def trials(self) -> list[dict[str, Any]]:
         """Recorded trial candidates, by trial number."""
         return sorted((c for c in self.candidates.values() if c.get("generation") is not None),
@@ -169,18 +187,27 @@ class TpeSearch(Proposer):
         seed = int(np.random.default_rng([self.seed, number, redraw]).integers(2**31 - 1))
         if self.settings.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
+        # constant_liar (Optuna 5's default, explicit here): the RUNNING trials of a batch go
+        # to the sampler's "bad" group, so a batch does not ask one point B times
         return optuna.samplers.TPESampler(seed=seed,
-                                          n_startup_trials=self.settings.n_startup_trials)
+                                          n_startup_trials=self.settings.n_startup_trials,
+                                          constant_liar=True)
 
     def optuna_study(self, number: int | None = None, redraw: int = 0):
-        """An in-memory Optuna study holding every finished recorded trial (its sampler seeded
-        for trial `number`, default: the next one)."""
+        """An in-memory Optuna study for trial `number` (its sampler seeded for it): every
+        finished recorded trial of the earlier batches, in trial order, then the earlier trials
+        of its own batch as RUNNING. Without a number: every finished recorded trial (the
+        history as recorded; its sampler seeded for the next trial)."""
         import optuna
         from optuna.trial import TrialState
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         finished = [c for c in self.trials() if c["status"] in ("done", "failed")]
-        number = len(finished) if number is None else number
+        if number is None:
+            number = start = len(finished)
+        else:
+            start = self.batch_of(number).start
+            finished = [c for c in finished if c["generation"] < start]
         study = optuna.create_study(direction="minimize",
                                     sampler=self.sampler(number, redraw))
         dists = self.distributions()
@@ -193,25 +220,46 @@ class TpeSearch(Proposer):
                 params=params, distributions=dists,
                 value=value, state=TrialState.COMPLETE if value is not None
                 else TrialState.FAIL))
+        for earlier in range(start, number):
+            asked = self.ask_trial(earlier)
+            if asked is None:
+                raise RuntimeError(f"trial {number} asked after trial {earlier}, which the "
+                                   "sampler could not propose")
+            study.add_trial(optuna.trial.create_trial(
+                params=asked[0], distributions=dists, state=TrialState.RUNNING))
         return study
 
-    def ask_trial(self, number: int, own: str | None = None
-                  ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """Trial `number`'s (params, spec), a pure function of the recorded trials before it
-        and (seed, number): a proposal equal to another recorded spec is redrawn (`own`: the
-        hash of the trial's own recorded spec, when re-deriving a trial recorded before a
-        kill)."""
+    def _taken(self, number: int) -> set[str]:
+        """The spec hashes trial `number` must not propose: the reference's and the baselines',
+        the recorded trials of the earlier batches and the earlier trials of its own batch
+        (recorded or not yet: derived from the trials before it only, never from what was
+        recorded after it)."""
+        start = self.batch_of(number).start
+        taken = {c["spec_hash"] for c in self.candidates.values()
+                 if c.get("generation") is None or c["generation"] < start}
+        for earlier in range(start, number):
+            asked = self.ask_trial(earlier)
+            if asked is not None:
+                taken.add(CandidateSpec.model_validate(asked[1]).hash())
+        return taken
+
+    def ask_trial(self, number: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Trial `number`'s (params, spec), a pure function of (seed, number), the recorded
+        trials of the earlier batches and the earlier trials of its batch (re-derived, so the
+        same before and after they are recorded or measured): a proposal equal to a spec
+        before it is redrawn; None when `MAX_REDRAWS` draws all were."""
         if number in self._asked:
             return self._asked[number]
-        recorded = {c["spec_hash"] for c in self.candidates.values()} - {own}
+        taken = self._taken(number)
         for redraw in range(MAX_REDRAWS):
             study = self.optuna_study(number, redraw)
             trial = study.ask(self.distributions())
             params = dict(trial.params)
             spec = self.trial_spec(params)
-            if CandidateSpec.model_validate(spec).hash() not in recorded:
+            if CandidateSpec.model_validate(spec).hash() not in taken:
                 self._asked[number] = (params, spec)
                 return params, spec
+        self._asked[number] = None
         return None
 
     # -- state ---------------------------------------------------------------------------------
@@ -235,7 +283,11 @@ class TpeSearch(Proposer):
         space = ", ".join(self.distributions()) or "nothing"
         return [Note(f"{model_loaded(description)} ({description.get('dtype')})"),
                 Note(f"AdaPruner search ({s.sampler}, seed {self.seed}): remove "
-                     f"{s.sparsity:.0%} of the parameters; {s.trials} trials over {space} "
+                     f"{s.sparsity:.0%} of the parameters; {s.trials} trials"
+                     + (f" in batches of {self.batch}"
+                        + (" (constant liar)" if s.sampler == "tpe" else "")
+                        if self.batch > 1 else "")
+                     + f" over {space} "
                      f"(pool {self.pool} windows, {s.samples} per trial; search {s.search}, "
                      f"orders {s.orders}); objective = mean PPL of "
                      + " and ".join(sp.label() for sp in s.splits)
@@ -263,22 +315,41 @@ class TpeSearch(Proposer):
         if stage == "baselines":
             return Round([Proposal(self.baseline_spec(), BASELINE)], name=stage)
         if stage == "trials":
-            pending = [c for c in self.trials() if c["status"] in ("pending", "running")]
-            if pending:  # a trial recorded before a kill: evaluate it, nothing new
-                c = pending[0]
-                return Round([Proposal(c["spec"], c["origin"], generation=c["generation"])],
-                             generation=c["generation"], n_proposed=1, name=stage)
-            number = self._finished()
+            return self._ask_batch()
+        return Round(name="final")
+
+    def _ask_batch(self) -> Round:
+        """The next batch of trials: the one holding a trial recorded but not finished (killed
+        mid-batch: its recorded trials are proposed again — the loop finds them by their spec
+        — and the ones not recorded yet are asked as an uninterrupted run asked them), else the
+        one after the last recorded trial. Proposals in trial order; a sampler out of new specs
+        ends the batch there and the search after it (round ``exhausted``)."""
+        trials = self.trials()
+        by_number = {c["generation"]: c for c in trials}
+        pending = [c["generation"] for c in trials if c["status"] in ("pending", "running")]
+        if pending:
+            number = pending[0]
+        else:
+            number = trials[-1]["generation"] + 1 if trials else 0
             if number >= self.settings.trials or self._exhausted:
                 self._pos += 1
                 return self.ask()
-            asked = self.ask_trial(number)
+        numbers = self.batch_of(number)
+        proposals: list[Proposal] = []
+        for k in numbers:
+            c = by_number.get(k)
+            if c is not None:
+                if c["status"] in ("pending", "running"):
+                    proposals.append(Proposal(c["spec"], c["origin"], generation=k))
+                continue
+            asked = self.ask_trial(k)
             if asked is None:
                 self._exhausted = True
-                return Round(name="exhausted")
-            return Round([Proposal(asked[1], self.origin, generation=number)],
-                         generation=number, n_proposed=1, name=stage)
-        return Round(name="final")
+                break
+            proposals.append(Proposal(asked[1], self.origin, generation=k))
+        return Round(proposals, generation=numbers.start // self.batch,
+                     n_proposed=len(proposals),
+                     name="exhausted" if self._exhausted else "trials")
 
     def todo(self, round: Round) -> list[Item]:
         if round.name != "final":
@@ -339,11 +410,12 @@ class TpeSearch(Proposer):
     def _trial_params(self, c: dict[str, Any]) -> dict[str, Any]:
         """The sampler's parameters of a trial candidate: recorded in its info once measured;
         before that re-derived (`ask_trial` is deterministic), which for a trial recorded
-        before a kill gives back exactly what was asked then."""
+        before a kill gives back exactly what was asked then, whichever trials of its batch
+        have finished since."""
         recorded = (c.get("info") or {}).get("tpe", {}).get("params")
         if recorded is not None:
             return recorded
-        asked = self.ask_trial(c["generation"], own=c["spec_hash"])
+        asked = self.ask_trial(c["generation"])
         if asked is None or asked[1] != c["spec"]:
             raise RuntimeError(f"trial {c['generation']} (candidate {c['id']}) cannot be "
                                "re-derived from the recorded trials before it: was the study "
