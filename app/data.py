@@ -32,6 +32,8 @@ from prunestudio.schema import (
     MetricIdentity,
     Study,
     Worker,
+    WorkerSummary,
+    WorkerTimeline,
 )
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "Reader",
     "StudiesData",
     "StudyFrame",
+    "WorkersData",
     "reader",
     "study_frame",
 ]
@@ -317,6 +320,27 @@ def load_events(path: str, study_id: int, token: int, limit: int = 200) -> list[
     r = reader(path)
     with r.lock:
         return browse.recent_events(r.store, study_id, limit)
+
+
+@dataclass(frozen=True)
+class WorkersData:
+    """What each worker of a study ran (``browse.worker_summary``) and its busy share of the
+    study's span (a one-bin ``browse.worker_timeline``: running candidates count up to
+    ``now``, as on the TUI's timeline)."""
+
+    summaries: list[WorkerSummary]
+    span: WorkerTimeline
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_worker_summary(path: str, study_id: int, token: int | None, now: float
+                        ) -> WorkersData:
+    """Per worker of the study, re-read when the study's token moves or ``now`` does (pass
+    it rounded: a running candidate's time grows with the clock)."""
+    r = reader(path)
+    with r.lock:
+        return WorkersData(browse.worker_summary(r.store, study_id),
+                           browse.worker_timeline(r.store, study_id, 1, now))
 
 
 def load_workers(path: str, study_id: int) -> list[Worker]:

@@ -22,6 +22,9 @@ from prunestudio.schema import (
     Metric,
     MetricIdentity,
     Study,
+    Worker,
+    WorkerSummary,
+    WorkerTimeline,
     choose_primary,
     column_titles,
 )
@@ -35,6 +38,8 @@ __all__ = [
     "metric_titles",
     "protocol_table",
     "studies_table",
+    "worker_summary_table",
+    "workers_table",
 ]
 
 # the candidate table's own columns (metric columns come after, titled by column_titles)
@@ -216,3 +221,35 @@ def filter_frame(df: pd.DataFrame, f: CandidateFilter) -> pd.DataFrame:
         threshold = values.sort_values(ascending=lower).iloc[k - 1]
         out = out[(out[key] <= threshold) if lower else (out[key] >= threshold)]
     return out
+
+
+def worker_summary_table(summaries: Sequence[WorkerSummary], span: WorkerTimeline,
+                         workers: Sequence[Worker]) -> pd.DataFrame:
+    """One row per worker that ran candidates of the study: its device (``device_label``
+    of its heartbeat row while it has one), candidates by status, busy time (its ended
+    candidates), busy share of the study's span (running candidates included), mean
+    seconds per candidate, first start and last finish (local times)."""
+    devices = {w.name: w.device_label for w in workers}
+    return pd.DataFrame([{
+        "worker": s.name, "device": devices.get(s.name, ""), "done": s.done,
+        "failed": s.failed, "skipped": s.skipped, "running": s.running,
+        "busy": duration(s.busy_s), "busy %": _percent(span.utilisation(s.name)),
+        "s / candidate": s.mean_s, "first start": _stamp(s.first_start),
+        "last finish": _stamp(s.last_finish)} for s in summaries],
+        columns=["worker", "device", "done", "failed", "skipped", "running", "busy",
+                 "busy %", "s / candidate", "first start", "last finish"])
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(100.0 * share, 1)
+
+
+def workers_table(workers: Sequence[Worker], now: float) -> pd.DataFrame:
+    """The study's worker rows: name, device (``Worker.device_label``: GPU, memory, threads),
+    host, pid, current candidate, seconds since its heartbeat and ``stale``."""
+    df = pd.DataFrame([{
+        "worker": w.name, "device": w.device_label, "host": w.host or "", "pid": w.pid,
+        "candidate": w.candidate_id, "heartbeat age s": round(max(0.0, now - w.heartbeat), 1),
+        "stale": bool(w.stale)} for w in workers],
+        columns=["worker", "device", "host", "pid", "candidate", "heartbeat age s", "stale"])
+    return df.astype({"pid": "Int64", "candidate": "Int64"})  # ids, not floats, beside None

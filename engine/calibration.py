@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,7 +224,7 @@ def _load_cached(path: Path):
 
 def _save_cached(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(obj)}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}-{id(obj)}")  # workers may write it at once
     torch.save(obj, tmp)
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache file
 

@@ -29,12 +29,15 @@ class Identity:
     model: str | None = None
     calibration: str | None = None
     evaluation: dict[str, str] = field(default_factory=dict)  # role -> tokens hash
+    model_aliases: tuple[str, ...] = ()  # what older releases recorded for the same weights
 
     @classmethod
     def of_context(cls, ctx: Any) -> Identity:
         """The identity of a prepared study context (engine.runner.StudyContext)."""
+        aliases = getattr(ctx.lm, "fingerprint_aliases", ())
         return cls(ctx.lm.fingerprint, ctx.calibration.tokens_hash,
-                   {ev.role: ev.windows.tokens_hash for ev in ctx.evaluations})
+                   {ev.role: ev.windows.tokens_hash for ev in ctx.evaluations},
+                   tuple(aliases))
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def recorded_identity(candidates: Iterable[Mapping[str, Any]]) -> RecordedIdenti
 def mismatches(recorded: RecordedIdentity, current: Identity, *, model_source: str) -> list[str]:
     """One sentence per input that differs from its record (empty: everything matches)."""
     out = []
-    if recorded.model and current.model and recorded.model[0] != current.model:
+    if (recorded.model and current.model
+            and recorded.model[0] not in (current.model, *current.model_aliases)):
         out.append(f"the model {model_source!r} now has fingerprint {current.model}, but "
                    f"candidate {recorded.model[1]} was computed on fingerprint "
                    f"{recorded.model[0]} (the model files changed)")

@@ -208,6 +208,9 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         table.add_column(f"{r} PPL", justify="right")
     table.add_column("final", justify="right")
     table.add_column("≡ of", justify="right")
+    workers = _several_workers(cands)
+    if workers:
+        table.add_column("worker")
     for c in shown:
         ppl = c.ppl_by_role
         eq = c.equivalent_to
@@ -218,6 +221,8 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         row += [_fmt(ppl[r].value) if r in ppl else "" for r in parts + roles]
         row.append(str(rank[c.id]) if c.id in rank else "")
         row.append("" if eq is None else f"{eq} ({c.equivalence})")
+        if workers:
+            row.append(c.worker or "")
         style = ("red" if c.status == "failed" else "bold" if c.id in rank else
                  "dim" if eq is not None else None)
         table.add_row(*row, style=style)
@@ -256,6 +261,11 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         console.print(f"  … {len(failed) - 5} more failed candidates", highlight=False)
     if study.error:
         console.print(f"  study {study.status}: {study.error.splitlines()[0]}")
+
+
+def _several_workers(cands: Sequence[Candidate]) -> bool:
+    """A study that ran on several workers (Ray) shows which one ran each candidate."""
+    return len({c.worker for c in cands if c.worker}) > 1
 
 
 def _fmt(value: float | None) -> str:
@@ -324,6 +334,9 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
     if calib:  # reconstructed candidates: their error against the dense model (calibration)
         table.add_column("calib err", justify="right")
     table.add_column("time s", justify="right")  # prune + evaluate (+ tasks); split in --json
+    workers = _several_workers(cands)
+    if workers:
+        table.add_column("worker")
     for c in sorted_candidates(cands, role) if role else cands:
         ppl = c.ppl_by_role
         accuracy = c.task_metrics
@@ -341,6 +354,8 @@ def print_study(store: Store, study_key: int | str, sort_role: str | None = None
             value = c.value(CALIBRATION_ERROR, RECONSTRUCTION_ROLE)
             row.append("—" if value is None else f"{value:.4f}")
         row.append(_fmt(c.timings.get("total")))
+        if workers:
+            row.append(c.worker or "")
         table.add_row(*row, style="red" if c.status == "failed" else None)
     console.print(table)
     for warning in overfitting_warnings(cands, study.evaluation_roles):

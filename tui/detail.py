@@ -102,6 +102,7 @@ def render_candidate(
         (f"#{c.idx} ", "bold"), (f"(id {c.id}) ", "dim"),
         (c.status, STATUS_STYLE.get(c.status, "")), f" · origin {c.origin}",
         f" · gen {gen}" if gen is not None else "",
+        (f" · worker {c.worker}", "dim") if c.worker else "",
     ))
     label = f"{c.label} (reference)" if c.is_reference else c.label
     parts.append(Text(label, style="bold cyan"))

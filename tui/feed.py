@@ -18,15 +18,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prunestudio.store import Store, open_store, queries
+from prunestudio.store import Store, browse, open_store, queries
 
-from prunestudio.schema import Candidate, MetricIdentity, Study
+from prunestudio.schema import (
+    Candidate,
+    MetricIdentity,
+    Study,
+    Worker,
+    WorkerSummary,
+    WorkerTimeline,
+)
 from prunestudio.schema.overfitting import CALIBRATION_ERROR, overfitting_warnings
+from prunestudio.schema.workers import running_until
 
 from .model import BestMetric, CandRow, MetricColumn, StudySummary, choose_primary
 
 __all__ = ["PollLatch", "StoreReader", "StudiesFeed", "StudiesUpdate", "StudyFeed",
-           "StudyUpdate"]
+           "StudyUpdate", "TimelineFeed", "WorkersView"]
 
 
 class PollLatch:
@@ -76,6 +84,7 @@ class StoreReader:
 class StudiesUpdate:
     studies: list[StudySummary]
     best: dict[int, BestMetric]
+    workers: list[Worker] | None = None  # every worker row, when any changed
 
 
 def best_of(rows: list[dict[str, Any]], summaries: dict[int, StudySummary]
@@ -116,11 +125,14 @@ class StudiesFeed:
         self.clock = clock
         self.best_due = 0.0
         self.stale: dict[int, StudySummary] = {}  # changed studies whose best is not re-read
+        self.workers: list[Worker] | None = None  # the worker rows last sent
 
     def poll(self, force: bool = False) -> StudiesUpdate | None:
         with self.reader.lock:
             now = self.now()
             found, cursor = queries.study_records_since(self.reader.store, self.cursor, now)
+            # the machine panel lists them; a few rows, re-read each poll (heartbeats move)
+            workers = queries.worker_records(self.reader.store, None, now)
             summaries = {s.id: StudySummary.of(s) for s in found}
             # a runner that dies changes nothing in the store: re-read the liveness of the
             # running studies each poll (cheap) and resend those whose flag flipped
@@ -144,9 +156,12 @@ class StudiesFeed:
         if rows is not None:
             best = best_of(rows, self.stale)
             self.stale = {}
-        if not summaries and rows is None:
+        moved = workers != self.workers
+        self.workers = workers
+        if not summaries and rows is None and not moved:
             return None
-        return StudiesUpdate(studies=list(summaries.values()), best=best)
+        return StudiesUpdate(studies=list(summaries.values()), best=best,
+                             workers=workers if moved else None)
 
 
 @dataclass
@@ -246,3 +261,63 @@ class StudyFeed:
             return None
         self.warnings = found
         return found
+
+
+@dataclass(frozen=True)
+class WorkersView:
+    """What the study screen's worker timeline shows: the binned lanes, each worker's
+    summary (by name) and its heartbeat row while it has one (by name), at ``now``."""
+
+    timeline: WorkerTimeline
+    summaries: dict[str, WorkerSummary]
+    workers: dict[str, Worker]
+    now: float
+
+
+class TimelineFeed:
+    """The per-worker timeline of one study, read only while the panel is shown.
+
+    The two aggregates scan the study's candidates (~0.2 s at 100k), so they are re-read at
+    most every ``duty`` × their last duration (and ``min_interval`` seconds), and only when
+    the study changed or a candidate runs (its bar grows with the clock); the worker rows
+    (heartbeats) are re-read each time. ``force`` (the panel was just shown, the refresh
+    key) ignores the delay. ``n_bins`` bins: the panel draws them on the width it has."""
+
+    def __init__(self, reader: StoreReader, study_id: int, *, n_bins: int = 120,
+                 duty: float = 10.0, min_interval: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], float] = time.time) -> None:
+        self.reader = reader
+        self.study_id = study_id
+        self.n_bins = n_bins
+        self.duty = duty
+        self.min_interval = min_interval
+        self.clock = clock
+        self.now = now
+        self.due = 0.0
+        self.last: WorkersView | None = None
+        self._seq: int | None = None
+
+    def poll(self, force: bool = False) -> WorkersView | None:
+        """The view when it is due (None otherwise)."""
+        start = self.clock()
+        if not force and start < self.due:
+            return None
+        store = self.reader.store
+        with self.reader.lock:
+            now = self.now()
+            seq = browse.study_token(store, self.study_id)
+            last = self.last
+            running = last is not None and any(s.running for s in last.summaries.values())
+            workers = {w.name: w for w in queries.worker_records(store, self.study_id, now)}
+            if force or last is None or seq != self._seq or running:
+                summaries = {s.name: s for s in browse.worker_summary(store, self.study_id)}
+                timeline = browse.worker_timeline(store, self.study_id, self.n_bins,
+                                                  running_until(now, workers.values()))
+            else:
+                summaries, timeline = last.summaries, last.timeline
+        self._seq = seq
+        spent = self.clock() - start
+        self.due = start + max(self.min_interval, self.duty * spent)
+        self.last = WorkersView(timeline, summaries, workers, now)
+        return self.last

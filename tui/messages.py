@@ -7,8 +7,9 @@ from typing import Any
 
 from textual.message import Message
 
-from prunestudio.schema import Candidate, Study
+from prunestudio.schema import Candidate, Study, Worker
 
+from .feed import WorkersView
 from .machine import MachineSnapshot
 from .model import BestMetric, CandRow, MetricColumn, StudySummary
 
@@ -19,6 +20,7 @@ __all__ = [
     "PollFailed",
     "StudiesPolled",
     "StudyPolled",
+    "TimelinePolled",
 ]
 
 
@@ -28,6 +30,7 @@ class StudiesPolled(Message):
 
     studies: list[StudySummary]
     best: dict[int, BestMetric]
+    workers: list[Worker] | None = None  # every worker row, when any changed
 
 
 @dataclass
@@ -43,6 +46,13 @@ class StudyPolled(Message):
     loaded: int = 0  # rows read so far by this feed
     stale: bool | None = None  # the study is 'running' but its runner stopped beating
     warnings: list[str] | None = None  # the study's overfitting warnings when they changed
+
+
+@dataclass
+class TimelinePolled(Message):
+    """The study's per-worker timeline, summaries and worker rows (the timeline panel)."""
+
+    view: WorkersView
 
 
 @dataclass

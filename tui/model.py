@@ -138,6 +138,7 @@ class CandRow:
     metrics: dict[str, float]
     reference: bool = False  # the unpruned model ("dense"): shown, never the best
     in_budget: bool = False  # spent one unit of the study's budget (the store says)
+    worker: str | None = None  # the worker that ran it (a Ray actor, or host:pid)
 
     @classmethod
     def of(cls, c: Candidate, columns: dict[str, MetricColumn]) -> CandRow:
@@ -154,4 +155,5 @@ class CandRow:
             generation=c.generation, label=c.label, seconds=c.seconds,
             error=c.first_error_line, metrics=values, reference=c.is_reference,
             in_budget=bool(c.in_budget),
+            worker=sys.intern(c.worker) if c.worker else None,
         )

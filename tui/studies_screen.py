@@ -1,5 +1,6 @@
 """The first screen: every study with its progress, best ppl, elapsed time and ETA, and the
-machine panel."""
+machine panel (this machine's figures, then the workers of the running studies with their
+devices)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
+
+from prunestudio.schema import Worker as WorkerRecord
 
 from .feed import PollLatch, StudiesFeed
 from .messages import MachineSampled, PollFailed, StudiesPolled
@@ -42,6 +45,7 @@ class StudiesScreen(Screen[None]):
         super().__init__()
         self.summaries: dict[int, StudySummary] = {}
         self.best: dict[int, BestMetric] = {}
+        self.worker_rows: list[WorkerRecord] = []  # every worker row of the store
         self._latch = PollLatch()
         self._last_error: str | None = None
 
@@ -80,7 +84,7 @@ class StudiesScreen(Screen[None]):
             self.post_message(PollFailed(str(exc)))
             return
         if update is not None:
-            self.post_message(StudiesPolled(update.studies, update.best))
+            self.post_message(StudiesPolled(update.studies, update.best, update.workers))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "studies-poll" and event.state in (
@@ -103,6 +107,8 @@ class StudiesScreen(Screen[None]):
         for s in message.studies:
             self.summaries[s.id] = s
         self.best.update(message.best)
+        if message.workers is not None:
+            self.worker_rows = message.workers
         self.render_rows()
 
     def on_poll_failed(self, message: PollFailed) -> None:
@@ -126,6 +132,14 @@ class StudiesScreen(Screen[None]):
         if not ids:
             info = "no studies in this store yet — start one with `prunestudio run`"
         self.query_one("#studies-info", Static).update(info)
+        self.render_workers()
+
+    def render_workers(self) -> None:
+        """The machine panel's workers: those of the running studies (stale ones too: their
+        runner is gone and the panel says so), their ages on the app's clock."""
+        running = {sid: s.name for sid, s in self.summaries.items() if s.status == "running"}
+        shown = [w for w in self.worker_rows if w.study_id in running]
+        self.query_one(MachinePanel).show_workers(shown, running, self.app.clock())
 
     # -- actions ----------------------------------------------------------------------------
 

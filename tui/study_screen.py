@@ -1,5 +1,6 @@
 """One study: the candidates table (sortable, filterable, paged), the best-so-far chart, the
-events log and the detail of the highlighted candidate; and the full-screen candidate view."""
+per-worker timeline (``t``), the events log and the detail of the highlighted candidate; and
+the full-screen candidate view."""
 
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from prunestudio.schema import Candidate
 
 from .detail import CandidateDetail, render_candidate
-from .feed import PollLatch, StudyFeed
-from .messages import CandidateLoaded, PollFailed, StudyPolled
+from .feed import PollLatch, StudyFeed, TimelineFeed
+from .messages import CandidateLoaded, PollFailed, StudyPolled, TimelinePolled
 from .model import StudySummary
 from .tables import CandidateTable
 from .view import STATUS_ORDER, CandidateView
 from .widgets import BestChart, EventLog, study_line, warnings_text
+from .workers import WorkerTimelinePanel
 
 if TYPE_CHECKING:
     from .app import PruneStudioApp
@@ -45,6 +47,7 @@ class StudyScreen(Screen[None]):
         Binding("o", "filter_origin", "Origin"),
         Binding("x", "export", "Export"),
         Binding("c", "cancel_study", "Cancel"),
+        Binding("t", "toggle_timeline", "Workers"),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         Binding("r", "refresh", "Refresh", show=False),
@@ -61,12 +64,15 @@ class StudyScreen(Screen[None]):
         self._detail_id: int | None = None
         self._study_row = study  # the study's own fields; counts come from the view
         self._chunks = 0
+        self._timeline_on = False  # the worker timeline is shown: the poll reads it too
+        self._timeline_force = False  # read it at the next poll even if not due
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="study-info")
         yield Static("", id="warnings")
         yield BestChart(id="chart")
+        yield WorkerTimelinePanel(id="timeline")
         with Horizontal(id="main"):
             yield CandidateTableWidget(id="candidates", page_size=self.app.page_size)
             yield CandidateDetail(id="side")
@@ -79,6 +85,7 @@ class StudyScreen(Screen[None]):
         self.sub_title = self.app.store_label
         self.feed = StudyFeed(self.app.reader, self.study.id, chunk=self.app.chunk,
                               now=self.app.clock)
+        self.timeline_feed = TimelineFeed(self.app.reader, self.study.id, now=self.app.clock)
         self.query_one(CandidateTableWidget).focus()
         self.render_info()
         self.poll()
@@ -111,7 +118,16 @@ class StudyScreen(Screen[None]):
                     warnings=update.warnings,
                 ))
             if not update.more:
+                break
+        if self._timeline_on and not worker.is_cancelled:
+            force, self._timeline_force = self._timeline_force, False
+            try:
+                view = self.timeline_feed.poll(force)
+            except StoreError as exc:
+                self.post_message(PollFailed(str(exc)))
                 return
+            if view is not None:
+                self.post_message(TimelinePolled(view))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "study-poll" and event.state in (
@@ -131,6 +147,10 @@ class StudyScreen(Screen[None]):
             self.app.notify(f"reading the store failed: {message.error}", severity="warning",
                             timeout=6)
         self._last_error = message.error
+
+    def on_timeline_polled(self, message: TimelinePolled) -> None:
+        if self._timeline_on:
+            self.query_one(WorkerTimelinePanel).show(message.view)
 
     def on_study_polled(self, message: StudyPolled) -> None:
         self._last_error = None
@@ -290,7 +310,17 @@ class StudyScreen(Screen[None]):
         self.app.confirm_cancel(self.study)
 
     def action_refresh(self) -> None:
+        self._timeline_force = True
         self.poll()
+
+    def action_toggle_timeline(self) -> None:
+        """Show or hide the per-worker timeline; it is read (in the poll's thread worker)
+        only while shown."""
+        panel = self.query_one(WorkerTimelinePanel)
+        self._timeline_on = panel.display = not panel.display
+        if self._timeline_on:
+            self._timeline_force = True
+            self.poll()
 
     def palette_commands(self) -> Iterator[SystemCommand]:
         yield SystemCommand("Back to studies", "Leave this study", self.app.pop_screen)
@@ -302,9 +332,12 @@ class StudyScreen(Screen[None]):
         for key in self.view.sort_keys():
             view_title = self.view.columns[key].title if key in self.view.columns else {
                 "idx": "index", "status": "status", "origin": "origin",
-                "generation": "generation", "label": "candidate", "seconds": "time"}[key]
+                "generation": "generation", "label": "candidate", "seconds": "time",
+                "worker": "worker"}[key]
             yield SystemCommand(f"Sort by {view_title}", "Sort the candidates table",
                                 lambda k=key: self.sort_by(k))
+        yield SystemCommand("Toggle worker timeline", "Show or hide when each worker was busy, "
+                            "its figures and what it runs now", self.action_toggle_timeline)
         yield SystemCommand("Reverse sort order", "Flip ascending / descending",
                             self.action_sort_reverse)
         yield SystemCommand("Show all statuses", "Clear the status filter",

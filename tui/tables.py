@@ -116,6 +116,11 @@ class _KeyedTable(DataTable[Any]):
                 self.move_cursor(row=row, animate=False)
 
 
+def _worker_width(view: CandidateView) -> int:
+    """The worker column's width: its longest name (``w0@gpu-box:4242``), 6 to 18 cells."""
+    return max(6, min(18, max((len(w) for w in view.workers), default=0)))
+
+
 class CandidateTable(_KeyedTable):
     """One page of the candidate view. ``page_size`` rows at most are ever in the table."""
 
@@ -128,8 +133,9 @@ class CandidateTable(_KeyedTable):
 
     def _columns(self, view: CandidateView) -> list[tuple[str, str | Text, int]]:
         """Columns that fit the table's width: #, status, origin, candidate and the primary
-        metric always; then the other metrics, time and generation while they fit. The
-        candidate column takes what is left."""
+        metric always; then the other metrics, time, the worker (when more than one ran the
+        study's candidates) and generation while they fit. The candidate column takes what
+        is left."""
         metrics = view.metric_columns
         titles = dict(zip((c.key for c in metrics), column_titles(metrics), strict=True))
         room = (self.size.width or 80) - 2 - 2 * 4 - (4 + 7 + 9)  # scrollbar, pads, fixed
@@ -140,6 +146,8 @@ class CandidateTable(_KeyedTable):
             optional.append((col.key, Text(titles[col.key], justify="right"), w))
         keep = optional[:1]
         extra = [*optional[1:2], ("seconds", Text("time", justify="right"), 6),
+                 *([("worker", "worker", _worker_width(view))] if len(view.workers) > 1
+                   else []),
                  ("generation", Text("gen", justify="right"), 3), *optional[2:]]
         used = sum(w + 2 for _, _, w in keep)
         for col in extra:
@@ -148,6 +156,7 @@ class CandidateTable(_KeyedTable):
                 used += col[2] + 2
         shown = {k for k, _, _ in keep}
         self._label_width = max(label_min, min(60, room - used))
+        self._worker_width = _worker_width(view)
         cols: list[tuple[str, str | Text, int]] = [
             # the candidate id, the number `show`, `export` and `eval` take (not its index)
             ("_id", Text("id", justify="right"), 5), ("status", "status", 7),
@@ -159,6 +168,7 @@ class CandidateTable(_KeyedTable):
         cols += [c for c in keep if c[0] in view.columns]
         if "seconds" in shown:
             cols.append(("seconds", Text("time", justify="right"), 6))
+        cols += [c for c in keep if c[0] == "worker"]
         marked = []
         for key, title, w in cols:
             text = title.copy() if isinstance(title, Text) else Text(title)
@@ -187,6 +197,8 @@ class CandidateTable(_KeyedTable):
             elif key == "seconds":
                 out.append((duration(row.seconds) if row.seconds is not None else "", "dim",
                             "right"))
+            elif key == "worker":
+                out.append((truncate(row.worker or "", self._worker_width), "", "left"))
             else:
                 best = row.id == self.best_id and key == primary
                 out.append((metric_value(row.metrics.get(key)), "bold green" if best else "",
@@ -210,8 +222,9 @@ class CandidateTable(_KeyedTable):
         """Show the current page of ``view``. ``changed`` (ids) limits the cell comparison to
         those rows; None compares every row of the page. ``rebuild`` forces new columns."""
         self._view = view
+        workers = _worker_width(view) if len(view.workers) > 1 else 0
         signature = (tuple(c.key for c in view.metric_columns), view.sort_key, view.descending,
-                     self.size.width)
+                     workers, self.size.width)
         restore = None
         if rebuild or signature != self._signature:
             restore = self.cursor_id
@@ -239,6 +252,7 @@ class CandidateTable(_KeyedTable):
 
     _pages = 1
     _label_width = 24
+    _worker_width = 6
     _view: CandidateView | None = None
 
 

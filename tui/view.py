@@ -29,6 +29,7 @@ BASE_SORTS: dict[str, tuple[str, Callable[[CandRow], Any]]] = {
     "generation": ("gen", lambda r: r.generation),
     "label": ("candidate", lambda r: r.label),
     "seconds": ("time", lambda r: r.seconds),
+    "worker": ("worker", lambda r: r.worker),
 }
 MAX_METRIC_COLUMNS = 6
 _BULK = 200  # more changes than this in one batch: merge them with one sort, not bisect
@@ -56,6 +57,7 @@ class CandidateView:
         self.status_filter: str | None = None
         self.origin_filter: str | None = None
         self.origins: list[str] = []
+        self.workers: list[str] = []  # every worker that ran a candidate, sorted
         self.status_counts: Counter[str] = Counter()
         self.budget_used = 0  # rows that spent the study's budget (CandRow.in_budget)
         self.primary: MetricColumn | None = None
@@ -97,7 +99,7 @@ class CandidateView:
     def sort_keys(self) -> list[str]:
         """Every key the table can be sorted by, in column order."""
         return ["idx", "status", "origin", "generation", "label",
-                *(c.key for c in self.metric_columns), "seconds"]
+                *(c.key for c in self.metric_columns), "seconds", "worker"]
 
     # -- filters and sorting ----------------------------------------------------------------
 
@@ -172,6 +174,8 @@ class CandidateView:
                 self.budget_used -= old.in_budget
             if row.origin not in self.origins:
                 bisect.insort(self.origins, row.origin)
+            if row.worker is not None and row.worker not in self.workers:
+                bisect.insort(self.workers, row.worker)
             self._track_best(old, row)
             before = None if old is None else self._entry(old)
             after = self._entry(row)

@@ -12,9 +12,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, RichLog, Sparkline, Static
 
+from prunestudio.schema import Worker
+
 from .formatting import bar, duration, eta, gib, metric_value, short_time, truncate
 from .machine import MachineSnapshot
 from .model import BestMetric, StudySummary
+from .workers import workers_text
 
 __all__ = [
     "BestChart",
@@ -76,19 +79,37 @@ def machine_text(s: MachineSnapshot, width: int = 80) -> Text:
 
 
 class MachinePanel(Static):
-    """GPU / CPU / RAM figures; :meth:`show` takes a :class:`MachineSnapshot`."""
+    """GPU / CPU / RAM figures of this machine (:meth:`show` takes a
+    :class:`MachineSnapshot`), then the workers of the running studies with their devices
+    (:meth:`show_workers`), wherever they run: a GPU of another node shows up there."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(Text("sampling…", style="dim"), **kwargs)
         self.snapshot: MachineSnapshot | None = None
+        self._workers: tuple[list[Worker], dict[int, str], float] = ([], {}, 0.0)
 
     def show(self, snapshot: MachineSnapshot) -> None:
         self.snapshot = snapshot
-        self.update(machine_text(snapshot, self.size.width or 80))
+        self._render_all()
+
+    def show_workers(self, workers: list[Worker], study_names: dict[int, str],
+                     now: float) -> None:
+        """The worker rows to list (each study's by name) and the clock their ages read."""
+        self._workers = (workers, study_names, now)
+        self._render_all()
+
+    def _render_all(self) -> None:
+        width = self.size.width or 80
+        out = (machine_text(self.snapshot, width) if self.snapshot is not None
+               else Text("sampling…", style="dim"))
+        if self._workers[0]:
+            out.append("\n")
+            out.append_text(workers_text(*self._workers, width=width))
+        self.update(out)
 
     def on_resize(self) -> None:
-        if self.snapshot is not None:
-            self.update(machine_text(self.snapshot, self.size.width or 80))
+        if self.snapshot is not None or self._workers[0]:
+            self._render_all()
 
 
 def progress_text(s: StudySummary, width: int = 8) -> Text:

@@ -10,18 +10,24 @@ from prunestudio.app.data import (
     load_events,
     load_failures,
     load_page,
+    load_worker_summary,
     load_workers,
     reader,
 )
-from prunestudio.app.display import ago, stamp
+from prunestudio.app.display import duration, stamp
 from prunestudio.app.tables import (
     BASE_TABLE_COLUMNS,
     candidate_table,
     default_columns,
     metric_titles,
+    worker_summary_table,
+    workers_table,
 )
 from prunestudio.app.views.base import ANY_KIND, StudyContext, StudyView
 from prunestudio.store.browse import BASE_SORTS
+
+from prunestudio.schema import Worker
+from prunestudio.schema.workers import running_until
 
 __all__ = ["CandidatesView", "ProgressView", "TimelineView"]
 
@@ -132,8 +138,10 @@ class TimelineView(StudyView):
         df = ctx.df
         r = reader(ctx.path)
         token = r.study_token(ctx.study.id)
+        workers = load_workers(ctx.path, ctx.study.id)  # not cached: liveness moves with time
+        until = running_until(ctx.now, workers)  # a dead runner's candidates stopped then
         if df["started_at"].notna().any() if len(df) else False:
-            fig = ctx.memo("timeline", lambda: charts.timeline(df, ctx.now), int(ctx.now // 10))
+            fig = ctx.memo("timeline", lambda: charts.timeline(df, until), int(until // 10))
             event = st.plotly_chart(fig, key="timeline",
                                     on_select="rerun", selection_mode=("points",))
             show_selection(event, ctx)
@@ -152,14 +160,7 @@ class TimelineView(StudyView):
                 nav.link_candidate(int(f["first_id"]),
                                    f"First failure ({f['n']}×): {str(f['reason'])[:90]}",
                                    icon=":material/error:")
-        workers = load_workers(ctx.path, ctx.study.id)
-        if workers:
-            st.subheader("Workers")
-            st.dataframe([{"worker": w.name, "host": w.host or "", "pid": w.pid,
-                           "candidate": w.candidate_id, "heartbeat": stamp(w.heartbeat),
-                           "seen": ago(w.heartbeat, ctx.now),
-                           "stale": bool(w.stale)} for w in workers],
-                         hide_index=True, key="workers-table")
+        render_workers(ctx, token, workers, until)
         events = load_events(ctx.path, ctx.study.id, r.token())
         st.subheader("Events")
         if not events:
@@ -168,3 +169,40 @@ class TimelineView(StudyView):
             st.dataframe([{"time": stamp(e.time), "level": e.level, "message": e.message,
                            "candidate": e.candidate_id} for e in events],
                          hide_index=True, key="events-table")
+
+
+def render_workers(ctx: StudyContext, token: int | None, workers: list[Worker],
+                   until: float) -> None:
+    """Per worker: what it ran (one GROUP BY over the study, not the chart's last
+    candidates) and its heartbeat row with its device, so every worker's GPU shows, wherever
+    it runs. ``until``: up to when running candidates count (``running_until``)."""
+    all_rows = ctx.frame.df
+    running = bool(len(all_rows)) and bool((all_rows["status"] == "running").any())
+    # `now` only matters while a candidate runs: a finished study is read once per change
+    now = float(int(until // 10) * 10) if running else 0.0
+    data = load_worker_summary(ctx.path, ctx.study.id, token, now)
+    st.subheader("Per worker")
+    if not data.summaries:
+        st.caption("No worker has taken a candidate yet.")
+    else:
+        st.dataframe(worker_summary_table(data.summaries, data.span, workers),
+                     hide_index=True, key="worker-summary-table", column_config={
+                         "s / candidate": st.column_config.NumberColumn(format="%.1f"),
+                         "busy %": st.column_config.NumberColumn(format="%.1f %%"),
+                         "first start": st.column_config.DatetimeColumn(
+                             format="YYYY-MM-DD HH:mm:ss"),
+                         "last finish": st.column_config.DatetimeColumn(
+                             format="YYYY-MM-DD HH:mm:ss")})
+        n = len(data.summaries)
+        busy = sum(s.busy_s for s in data.summaries)
+        st.caption(f"{n} worker{'s' if n != 1 else ''} ran this study's candidates · "
+                   f"{duration(busy) or '0s'} busy in all · busy % is the share of the "
+                   "study's span (first start to last finish, or now) each worker ran a "
+                   "candidate.")
+    if workers:
+        st.subheader("Workers")
+        st.dataframe(workers_table(workers, ctx.now), hide_index=True, key="workers-table")
+        live = sum(not w.stale for w in workers)
+        st.caption(f"{len(workers)} worker row{'s' if len(workers) != 1 else ''} "
+                   f"({live} live) · last heartbeat {stamp(max(w.heartbeat for w in workers))}"
+                   " · each runs on the device shown (a Ray actor per GPU, on any node).")

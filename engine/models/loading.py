@@ -60,6 +60,14 @@ class LoadedModel:
     extra: dict = field(default_factory=dict)
 
     @property
+    def fingerprint_aliases(self) -> tuple[str, ...]:
+        """Fingerprints an older release recorded for these weights (this process's legacy
+        value), accepted as the same model by the identity checks."""
+        if "legacy_fingerprint" not in self.extra:
+            self.extra["legacy_fingerprint"] = legacy_model_fingerprint(self.model, self.source)
+        return (self.extra["legacy_fingerprint"],)
+
+    @property
     def model_type(self) -> str:
         return self.model.config.model_type
 
@@ -438,18 +446,48 @@ def _load_pretrained(found: ModelSource, dtype: torch.dtype):
     return model, tok
 
 
-def model_fingerprint(model: nn.Module, source: str) -> str:
-    """A cheap, content-based identity for cache keys and recorded candidates: the source, the
-    config and a sample of every parameter.
-
-    The config's ``_name_or_path`` is left out: it names the folder the weights were read from,
-    which differs between the first load of a GGUF (dequantized) and every later load (from the
-    cached fp32 copy) of the same weights."""
-    h = hashlib.sha256()
+def _config_hash(h: hashlib._Hash, model: nn.Module, source: str) -> hashlib._Hash:
+    """`h` updated with the source and the config, less ``_name_or_path`` (see below)."""
     h.update(source.encode())
     config = model.config.to_dict()
     config.pop("_name_or_path", None)
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return h
+
+
+FINGERPRINT_SAMPLE = 4096  # evenly spaced elements of each parameter, beside its ends
+
+
+def model_fingerprint(model: nn.Module, source: str) -> str:
+    """A cheap, content-based identity for cache keys and recorded candidates: the source, the
+    config and the exact bytes of a fixed sample of every parameter (its first and last 256
+    elements and `FINGERPRINT_SAMPLE` evenly spaced ones, as fp32).
+
+    No floating-point reduction enters it, so the same weights give the same fingerprint on any
+    device and any number of threads (a driver with 2 threads and a Ray worker with 1 must
+    agree; so must a study run on a GPU and resumed on a CPU). The config's ``_name_or_path`` is
+    left out: it names the folder the weights were read from, which differs between the first
+    load of a GGUF (dequantized) and every later load (from the cached fp32 copy)."""
+    h = _config_hash(hashlib.sha256(b"prunestudio model fingerprint v2\n"), model, source)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            n = flat.numel()
+            k = min(n, FINGERPRINT_SAMPLE)
+            spaced = torch.arange(k, device=flat.device, dtype=torch.int64) * (n - 1) // max(
+                1, k - 1)
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            sample = torch.cat([flat[:256], flat[-256:], flat[spaced]]).float().cpu()
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def legacy_model_fingerprint(model: nn.Module, source: str) -> str:
+    """The fingerprint stores recorded before v2 (until 2026-11): it also hashed each
+    parameter's sum to 7 digits, which depends on the device and the thread count. Computed
+    only to recognise those records (`Identity.model_aliases`), never recorded."""
+    h = _config_hash(hashlib.sha256(), model, source)
     with torch.no_grad():
         for name, p in model.named_parameters():
             flat = p.detach().reshape(-1)

@@ -328,8 +328,7 @@ class _Loop:
     def _collect(self, timeout: float | None = BEAT_EVERY) -> None:
         """Take what ended from the executor (a lost job is re-queued or failed)."""
         completions = self.executor.wait(timeout)
-        if not completions:
-            self._beat()
+        self._beat()  # every few seconds, however busy: a long candidate's worker stays fresh
         for c in completions:
             fl = self.inflight.pop(c.ticket.id, None)
             if fl is None:

@@ -230,7 +230,7 @@ class RayExecutor:
             try:
                 described.append(ray.get(actor.describe.remote()))
             except ray.exceptions.RayError as exc:
-                raise RuntimeError(f"worker {name} could not start: {_first_line(exc)}") from exc
+                raise RuntimeError(f"worker {name} could not start: {_cause(exc)}") from exc
         first = described[0]["description"]
         self._identity = dict(self.expected or first.get("identity") or {})
         for name, d in zip(self.names, described, strict=True):
@@ -327,3 +327,13 @@ class RayExecutor:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _cause(exc: BaseException) -> str:
+    """The error an actor raised (the last 'SomeError: message' line of Ray's report), else the
+    report's first line."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    found = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", ln)]
+    return found[-1] if found else _first_line(exc)

@@ -427,6 +427,6 @@ class Worker:
         if total:
             gib = 1024 ** 3
             parts.append(f"{(used or 0) / gib:.1f}/{total / gib:.1f} GiB")
-        if d.get("threads"):
+        if d.get("threads") and not d.get("gpu"):  # a CPU worker's budget
             parts.append(f"({d['threads']} threads)")
         return " ".join(parts)

@@ -10,11 +10,14 @@ What a worker runs on (device, GPU, memory) is the :class:`~.records.Worker` rec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LANE_STATUSES", "WorkerLane", "WorkerSummary", "WorkerTimeline", "dominant_status"]
+from .records import Worker
+
+__all__ = ["LANE_STATUSES", "WorkerLane", "WorkerSummary", "WorkerTimeline", "dominant_status",
+           "running_until"]
 
 # the statuses a lane tells apart; on a tie, the first wins
 LANE_STATUSES = ("running", "failed", "done", "skipped")
@@ -33,6 +36,16 @@ def dominant_status(busy: Mapping[str, float]) -> str | None:
     if busy.get("failed", 0.0) >= total / 4:
         return "failed"
     return max(LANE_STATUSES, key=lambda s: (busy.get(s, 0.0), -LANE_STATUSES.index(s)))
+
+
+def running_until(now: float, workers: Iterable[Worker]) -> float:
+    """Up to when a study's running candidates are drawn: ``now`` while one of its worker
+    rows is live (or it has none to tell), else its last heartbeat — a runner that died
+    left its candidates 'running', but they stopped then, not now."""
+    rows = list(workers)
+    if rows and all(w.stale for w in rows):
+        return min(now, max(w.heartbeat for w in rows))
+    return now
 
 
 def _number(value: Any) -> float | None:

@@ -11,7 +11,8 @@ engine's measurements write.
   (lm-eval protocol), params / MACs / latency, realised sparsity; one failure with traceback;
 - ``prunerzero-gp`` (gp, running): 3 generations with parents, search-split fitness (proxy),
   finalists at full fidelity, a Wanda baseline, a failure, one running and one pending
-  candidate, its worker's heartbeat;
+  candidate, run by two workers (gpu0, gpu1 on another node) whose heartbeats carry their
+  devices;
 - ``structured-grid`` (grid, cancelled): structured candidates with per-block ratios and what
   they realised, params and parameter ratios;
 - ``random-search`` (random, finished): symbolic candidates, baselines;
@@ -227,7 +228,13 @@ def _gp(store: Store) -> int:
             _ppl(_fitness(i) * 1.08, "in_domain", stage="finalist", finalist_rank=rank),
             _ppl(_fitness(i) * 2.6, "out_of_domain", dataset="shakespeare", split="hamlet",
                  stage="finalist", finalist_rank=rank)])
-    store.heartbeat("gpu0", study_id=sid, candidate_id=ids[18], host="gpu-box", pid=4242)
+    # one Ray actor per GPU, the second on another node; each row says what it runs on
+    for name, host, pid, cand in (("gpu0", "gpu-box", 4242, None),
+                                  ("gpu1", "gpu-node2", 5120, ids[18])):
+        store.heartbeat(name, study_id=sid, candidate_id=cand, host=host, pid=pid, device={
+            "device": "cuda:0", "gpu": "NVIDIA H200", "memory_total": 140 * 2**30,
+            "memory_used": (30 if cand else 2) * 2**30, "memory_peak": 32 * 2**30,
+            "threads": 8, "node": host, "role": "ray actor"})
     return sid
 
 

@@ -170,6 +170,9 @@ def test_every_page_in_a_browser_while_a_study_runs(
         expect(page.get_by_role("tab", name="Methods")).to_be_visible()
         _clean(page)
         shots(page, "study")
+        page.get_by_role("tab", name="Timeline").click()  # who ran what, per worker
+        expect(page.get_by_text(re.compile(r"^\d+ workers? ran this study's candidates"))
+               ).to_be_visible()
 
         # Candidate: its metrics with protocols and its export command
         open_app(page, f"{url}/candidate?candidate={done[1]}&live=0", WAIT_S)

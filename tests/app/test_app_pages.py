@@ -136,6 +136,18 @@ def test_gp_study_page_lineage_and_generations(run_app: Run) -> None:
     assert {t["name"] for t in timeline} == {"done", "failed", "running"}
     workers = {w for t in timeline for w in t["y"]}
     assert workers == {"gpu0", "gpu1"}
+    # per worker, over every candidate (one GROUP BY): counts, busy time, devices
+    summary = next(f for f in frames(at) if "busy %" in f.columns).set_index("worker")
+    assert list(summary.index) == ["gpu0", "gpu1"]  # by first start: the baseline ran on gpu0
+    assert summary["done"].sum() == 18 and summary["failed"].sum() == 1  # 20 + baseline
+    assert summary.loc["gpu1", "running"] == 1 and summary.loc["gpu0", "running"] == 0
+    assert summary.loc["gpu1", "device"] == "cuda:0 NVIDIA H200 30.0/140.0 GiB"
+    assert 0 < summary.loc["gpu0", "busy %"] <= 100
+    assert "2 workers ran this study's candidates" in texts(at)
+    rows = next(f for f in frames(at) if "heartbeat age s" in f.columns).set_index("worker")
+    assert rows.loc["gpu1", "host"] == "gpu-node2" and rows.loc["gpu1", "candidate"] == GP_BEST + 1
+    assert rows.loc["gpu0", "device"].startswith("cuda:0 NVIDIA H200 2.0/140.0 GiB")
+    assert rows["stale"].all()  # written long ago
     failures = next(f for f in frames(at) if "reason" in f.columns)
     assert failures.iloc[0]["reason"] == "NaN scores from exp(tanh(W)) in layer 3"
     assert any(label.startswith("First failure (1×)") for label, _, _ in page_links(at))

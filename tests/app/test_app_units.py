@@ -92,3 +92,28 @@ def test_the_app_imports_no_torch_and_no_engine() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_worker_tables() -> None:
+    from prunestudio.app.tables import worker_summary_table, workers_table
+
+    from prunestudio.schema import Worker, WorkerLane, WorkerSummary, WorkerTimeline
+
+    gpu = {"device": "cuda:1", "gpu": "NVIDIA H200", "memory_total": 140 * 2**30,
+           "memory_used": 7 * 2**30, "threads": 8, "node": "10.0.0.2", "role": "ray actor"}
+    rows = [Worker("w1@n2:7", heartbeat=95.0, study_id=1, candidate_id=12, host="n2", pid=7,
+                   stale=False, device=gpu), Worker("n1:3", heartbeat=40.0, study_id=1,
+                                                    host="n1", pid=3, stale=True)]
+    span = WorkerTimeline(0.0, 100.0, 1, (WorkerLane("w1@n2:7", ({"done": 60.0},)),))
+    summary = worker_summary_table([WorkerSummary("w1@n2:7", done=3, busy_s=60.0, timed=3,
+                                                  first_start=0.0, last_finish=100.0)],
+                                   span, rows)
+    first = summary.iloc[0]
+    assert first["device"] == "cuda:1 NVIDIA H200 7.0/140.0 GiB"
+    assert (first["busy"], first["busy %"], first["s / candidate"]) == ("1m00s", 60.0, 20.0)
+    table = workers_table(rows, now=100.0)
+    assert list(table["heartbeat age s"]) == [5.0, 60.0] and list(table["stale"]) == [
+        False, True]
+    assert table["candidate"].iloc[0] == 12 and pd.isna(table["candidate"].iloc[1])
+    assert table["device"].iloc[1] == ""  # a row written without its device
+    assert list(workers_table([], 0.0).columns)[:3] == ["worker", "device", "host"]

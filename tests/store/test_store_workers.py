@@ -10,7 +10,8 @@ import pytest
 from prunestudio.store import Store, browse
 from store_builders import fixed_clock
 
-from prunestudio.schema import WorkerSummary, WorkerTimeline
+from prunestudio.schema import Worker, WorkerSummary, WorkerTimeline
+from prunestudio.schema.workers import dominant_status, running_until
 
 STEP = 7.0  # the fixed clock's step
 
@@ -135,3 +136,19 @@ def test_worker_timeline_matches_a_per_candidate_sum(store: Store, study: int) -
                 want = sum(max(0.0, min(e, hi) - max(s, lo)) for w, st, s, e in spans
                            if w == lane.name and st == status)
                 assert lane.bins[b].get(status, 0.0) == pytest.approx(want, abs=1e-6)
+
+
+def test_running_until_stops_at_a_dead_runners_last_heartbeat() -> None:
+    live = Worker("w0", heartbeat=90.0, stale=False)
+    dead = [Worker("w1", heartbeat=40.0, stale=True), Worker("w2", heartbeat=50.0, stale=True)]
+    assert running_until(100.0, [live, *dead]) == 100.0  # one live worker: now
+    assert running_until(100.0, dead) == 50.0  # every row stale: the last beat
+    assert running_until(100.0, []) == 100.0  # no rows to tell
+
+
+def test_dominant_status() -> None:
+    assert dominant_status({}) is None and dominant_status({"done": 0.0}) is None
+    assert dominant_status({"done": 9.0, "running": 0.5}) == "running"
+    assert dominant_status({"done": 3.0, "failed": 1.0}) == "failed"  # a quarter
+    assert dominant_status({"done": 3.1, "failed": 1.0}) == "done"
+    assert dominant_status({"done": 1.0, "skipped": 2.0}) == "skipped"

@@ -8,9 +8,10 @@ study::
     python tests/tui/demo_store.py /tmp/demo.db && prunestudio tui /tmp/demo.db
 
 Four studies: a finished baseline grid (in-domain / out-of-domain ppl, one failure), a running
-genetic-programming search over expressions (proxy ppl under the 'search' role, finalists at
-full fidelity, parents, a running and pending candidates, events, its worker's heartbeat at
-DEMO_NOW), a cancelled structured grid with per-block ratios, and a random search that has
+genetic-programming search over expressions run by two Ray actors in parallel (proxy ppl
+under the 'search' role, finalists at full fidelity, parents, a running and pending
+candidates, events, the heartbeats of its driver and of both actors — one on another node —
+with their devices, just before DEMO_NOW), a cancelled structured grid with per-block ratios, and a random search that has
 not started.
 """
 
@@ -32,8 +33,8 @@ from prunestudio.tui.machine import GpuInfo, GpuProcess, MachineSnapshot
 from store_builders import EVALUATION_SETS, canonical_spec  # noqa: E402
 from store_builders import fixed_clock as shared_fixed_clock  # noqa: E402
 
-__all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "build_demo_store", "demo_specs",
-           "fixed_clock", "spec"]
+__all__ = ["DEMO_MACHINE", "DEMO_NOW", "DEMO_START", "GP_WORKERS", "build_demo_store",
+           "demo_specs", "fixed_clock", "spec"]
 
 DEMO_START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 DEMO_NOW = DEMO_START + 3 * 3600 + 754.0  # "now" for screenshots: a few hours later
@@ -150,8 +151,48 @@ _OFFSPRING = [
 ]
 
 
+# the GP study runs on two Ray actors, one per GPU, the second on another node
+GP_WORKERS = ("w0@gpu-box:4242", "w1@gpu-node2:5120")
+GP_DEVICES = tuple(  # what each actor runs on (memory_used: set with its heartbeat)
+    {"device": "cuda:0", "gpu": "NVIDIA H100 80GB HBM3", "memory_total": 80 * 2**30,
+     "memory_used": None, "memory_peak": 33 * 2**30, "threads": 8, "node": node,
+     "role": "ray actor"} for node in ("gpu-box", "10.0.0.12"))
+GP_DRIVER = "gpu-box:4200"  # the driver: the store's only writer, it runs no candidate
+
+
+def _gp_schedule(n_finished: int, start: float, end: float) -> list[tuple[int, float, float]]:
+    """(worker, start, end) of the GP's candidates on its two workers, as a claim queue runs
+    them: each candidate goes to the worker free first, a generation starts when the one
+    before it is evaluated; durations vary, failures are short. The first ``n_finished``
+    end; the next one starts and runs on (its end: ``end``). Scaled so the last one to end
+    ends at ``end``."""
+    gens = [0] * 12 + [1] * 6 + [2] * 6
+    free, barrier, gen_end = [0.0, 0.0], 0.0, 0.0
+    units: list[tuple[int, float, float]] = []
+    for i in range(n_finished + 1):
+        if i and gens[i] != gens[i - 1]:
+            barrier = gen_end
+        w = min((0, 1), key=lambda k: free[k])
+        s = max(free[w], barrier) + 0.02
+        d = 0.25 if i in (6, 15) else 1.0 + 0.5 * ((i * 37) % 7) / 6
+        units.append((w, s, s + d))
+        free[w] = s + d
+        gen_end = max(gen_end, s + d)
+    last = max(e for _, _, e in units[:n_finished])
+    scale = (end - start) / last
+    return [(w, start + s * scale, start + e * scale) for w, s, e in units]
+
+
+def _at(clock: SimpleNamespace, t: float) -> None:
+    """The next store write reads time ``t``."""
+    clock.now = t - 7.0
+
+
 def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
-    """The running search; returns its id and its running candidate's."""
+    """The running search; returns its id and its running candidate's (run by the first of
+    :data:`GP_WORKERS`, on this machine's GPU). Its candidates run on
+    two workers in parallel (each candidate's times placed with the clock), from a minute
+    after the study starts until a few seconds before DEMO_NOW."""
     config = _config("prunerzero-gp", "gp", 1, search={
         "population": 12, "iterations": 24, "offspring": 2, "budget": 60, "top_k": 4,
         "sparsity": 0.5, "pattern": "unstructured", "scope": "row", "calibration": "dense",
@@ -160,6 +201,9 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
     sid = store.create_study(name="prunerzero-gp", kind="gp", model=_MODEL, seed=1,
                              budget=60, config=config)
     store.set_study_status(sid, "running")
+    resume = clock.now  # the studies built after this one are written from here on
+    schedule = _gp_schedule(22, clock.now + 60.0, DEMO_NOW - 12.0)
+    busy = schedule[22][0]  # the schedule's worker that runs candidate 22 is GP_WORKERS[0]
     ids: list[int] = []
     running: int | None = None
     for i in range(24):
@@ -167,20 +211,26 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
         origin = "random" if i < 12 else ("mutation" if i % 2 else "crossover")
         parents = None if i < 12 else [ids[(i * 7) % 12], ids[(i * 5 + 3) % 12]][: 1 + i % 2]
         sp = spec("symbolic", 0.5, calibration="dense", expression=expr)
+        _at(clock, schedule[min(i, 22)][1] - 1.0)  # proposed just before it starts
         cid, created = store.add_candidate(sid, sp, origin=origin, parents=parents,
                                            generation=0 if i < 12 else 1 + (i - 12) // 6)
         if not created:
             continue
         ids.append(cid)
-        if i >= 22:
-            if i == 22:
-                store.start_candidate(cid, worker="gpu0")
-                running = cid
-            continue  # running / pending
-        store.start_candidate(cid, worker="gpu0")
+        if i == 23:
+            continue  # pending: the idle worker claims it next
+        w, t_start, t_end = schedule[i]
+        _at(clock, t_start)
+        store.start_candidate(cid, worker=GP_WORKERS[w ^ busy])
+        if i == 22:
+            running = cid
+            continue
+        _at(clock, t_end)
+        total = round(t_end - t_start, 1)
         if i in (6, 15):
             store.fail_candidate(cid, error="NaN scores from exp(tanh(W)) in layer 3: the "
-                                 "candidate is recorded as failed", timings={"score": 0.8})
+                                 "candidate is recorded as failed",
+                                 timings={"score": total}, finished_at=t_end)
             continue
         value = 19.0 + 40.0 * math.exp(-i / 6.0) + 3.0 * ((i * 37) % 11) / 11.0
         metrics = [_ppl(value, "search", fidelity="proxy", seqlen=128, n=8)]
@@ -188,12 +238,17 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
             metrics += [_ppl(value * 1.08, "in_domain"),
                         _ppl(value * 2.6, "out_of_domain", dataset="shakespeare",
                              split="hamlet")]
-        store.finish_candidate(cid, metrics=metrics,
-                               timings={"score": 0.6, "prune": 2.1, "eval": 1.4, "total": 4.1})
+        store.finish_candidate(cid, metrics=metrics, finished_at=t_end, timings={
+            "score": round(total * 0.1, 1), "prune": round(total * 0.55, 1),
+            "eval": round(total * 0.35, 1), "total": total})
         if i % 6 == 5:
+            _at(clock, t_end + 1.0)
             store.add_event(sid, f"generation {i // 6}: best search ppl {value:.2f}",
                             progress=(i + 1) / 60)
-    store.add_event(sid, "low memory headroom on gpu0 (7.1 GiB free)", level="warning")
+    _at(clock, DEMO_NOW - 300.0)
+    store.add_event(sid, "low memory headroom on cuda:0 of w0@gpu-box:4242 (7.1 GiB free)",
+                    level="warning")
+    clock.now = resume
     return sid, running
 
 
@@ -230,11 +285,19 @@ def build_demo_store(path: str | os.PathLike[str]) -> Path:
         store.create_study(name="random-search", kind="random", model=_MODEL, seed=3,
                            budget=150, config=_config("random-search", "random", 3, search={
                                "budget": 150, "sparsity": 0.5, "finalists": 3}))
-        # the GP runner's heartbeat, a few seconds before DEMO_NOW (the screenshots' clock):
-        # at that time it is live (shown 'running'); watched later, it shows 'stale'
-        clock.now = DEMO_NOW - 10.0
-        store.heartbeat("gpu0", study_id=gp, candidate_id=running, host=DEMO_MACHINE.host,
-                        pid=DEMO_MACHINE.processes[0].pid)
+        # the GP's heartbeats, a few seconds before DEMO_NOW (the screenshots' clock): at
+        # that time they are live (shown 'running'); watched later, it shows 'stale'. The
+        # driver writes one row for itself and one per Ray actor, with what each runs on.
+        _at(clock, DEMO_NOW - 10.0)
+        store.heartbeat(GP_DRIVER, study_id=gp, host=DEMO_MACHINE.host, pid=4200, device={
+            "device": "cpu", "gpu": None, "memory_total": None, "memory_used": None,
+            "memory_peak": None, "threads": 16, "node": "gpu-box", "role": "driver"})
+        for w, (host, pid) in enumerate(((DEMO_MACHINE.host, DEMO_MACHINE.processes[0].pid),
+                                         ("gpu-node2", 5120))):
+            _at(clock, DEMO_NOW - (10.0 if w == 0 else 4.0))
+            store.heartbeat(GP_WORKERS[w], study_id=gp, host=host, pid=pid,
+                            candidate_id=None if w else running,
+                            device={**GP_DEVICES[w], "memory_used": (2 if w else 31) * 2**30})
     return p
 
 

@@ -42,6 +42,11 @@ def test_study_screen_wide_with_detail(make_app: MakeApp, snap_compare: SnapComp
     assert snap_compare(make_app(), terminal_size=(120, 40), run_before=_keys(*GP, "down"))
 
 
+def test_study_screen_worker_timeline(make_app: MakeApp, snap_compare: SnapCompare) -> None:
+    # two Ray actors (one on another node): lanes over the study's span, figures, devices
+    assert snap_compare(make_app(), terminal_size=(160, 40), run_before=_keys(*GP, "t"))
+
+
 def test_study_sorted_and_filtered(make_app: MakeApp, snap_compare: SnapCompare) -> None:
     # baselines sorted by in-domain ppl (dense reference included, never marked best), done only
     keys = ("end", "enter", *["s"] * 5, "f", "f", "f")

@@ -5,6 +5,7 @@ the set-up script installs for the tests."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import pytest
 from parallel_testlib import study_records
 from prunestudio.engine.models.loading import load_model
+from prunestudio.engine.report import print_study
 from prunestudio.engine.runner import launch_study
 from prunestudio.store import open_store, queries
 from tiny_models import slow_study_toml, tiny_gp_toml, tiny_study_toml
@@ -71,6 +73,16 @@ def test_a_grid_on_two_gpu_actors_records_what_one_process_records(tmp_path, tin
     assert len(workers) == 2 and all("/w" in w for w in workers)  # both actors worked
     assert all(c["started_at"] <= c["finished_at"] for c in cands)
     assert not [e for e in events if "died" in e]
+    # `show` names the worker of each candidate (one process: no such column)
+    shown, single = io.StringIO(), io.StringIO()
+    with open_store(tmp_path / "ray.db", readonly=True) as store:
+        print_study(store, rid, file=shown)
+    with open_store(tmp_path / "one.db", readonly=True) as store:
+        print_study(store, sid, file=single)
+    assert "worker" in shown.getvalue() and "worker" not in single.getvalue()
+    for c in cands:
+        line = next(ln for ln in shown.getvalue().splitlines() if ln.startswith(f"│ {c['id']} "))
+        assert c["worker"] in line
 
 
 def test_a_gp_search_on_two_cpu_actors_records_what_one_process_records(
@@ -195,3 +207,33 @@ def test_a_tpe_study_asks_one_trial_per_worker_of_the_run_that_creates_it(tiny_m
     assert _batch_for_workers(config, None).to_dict()["tpe"]["batch"] == 1  # recorded
     fixed = _config(text.replace("trials = 4", "trials = 4\nbatch = 2"))
     assert _batch_for_workers(fixed, WorkerPlan(3)).tpe.batch == 2  # the user's choice stays
+
+
+def test_workers_that_loaded_other_inputs_than_the_driver_are_refused(tiny_model_dirs,
+                                                                      local_ray):
+    from prunestudio.engine.study.ray_executor import RayExecutor
+
+    config = _config(tiny_study_toml(tiny_model_dirs["llama"]))
+    executor = RayExecutor(config, WorkerPlan(1, threads=1, gpu=False), prefix="test",
+                           identity={"model_fingerprint": "a-different-model",
+                                     "calibration_tokens_hash": "x"})
+    try:
+        with pytest.raises(RuntimeError, match="test/w0 .* loaded other inputs than the "
+                                               "driver.*a-different-model"):
+            executor.setup()
+    finally:
+        executor.close()
+    assert ray.is_initialized()  # the module's Ray: an executor stops only a Ray it started
+
+
+def test_a_worker_that_cannot_start_names_the_cause(tmp_path, local_ray):
+    from prunestudio.engine.study.ray_executor import RayExecutor
+
+    gone = tmp_path / "gone"  # the model folder vanished between validation and the workers
+    config = _config(tiny_study_toml(gone))
+    executor = RayExecutor(config, WorkerPlan(1, threads=1, gpu=False), prefix="test")
+    try:
+        with pytest.raises(RuntimeError, match=r"worker test/w0 could not start: .*Error.*gone"):
+            executor.setup()
+    finally:
+        executor.close()
