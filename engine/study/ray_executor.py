@@ -122,6 +122,11 @@ def choose_plan(workers: int | None, address: str | None, threads: int | None, *
         reporter.message(f"Ray cluster at {address}: {gpus} GPU(s); {workers} worker(s)")
     else:
         import_ray()
+        gpus = 0 if address else visible_gpus(device)
+        if 0 < gpus < workers:  # checked before the study is recorded
+            raise ConfigError(f"--workers {workers} needs {workers} GPUs (one per worker); "
+                              f"this machine has {gpus}. Give --workers {gpus} or fewer, or "
+                              "--device cpu for CPU workers")
     return WorkerPlan(workers, threads, address=address)
 
 
@@ -199,25 +204,28 @@ class RayExecutor:
 
     def _check_resources(self, ray: Any, gpu: bool, threads: int) -> None:
         have = ray.cluster_resources()
-        need, what = ((self.plan.workers, "GPU") if gpu else
-                      (self.plan.workers * threads, "CPU"))
-        if have.get(what, 0) < need:
-            per = "one GPU" if gpu else f"{threads} CPU thread(s)"
-            raise ConfigError(
-                f"--workers {self.plan.workers} needs {need} {what}(s) ({per} per worker); the "
-                f"Ray cluster has {have.get(what, 0):g}. Give fewer --workers"
-                + ("" if gpu else " or --threads-per-worker"))
+        needs = [(self.plan.workers * threads, "CPU", f"{threads} CPU thread(s)")]
+        if gpu:
+            needs.insert(0, (self.plan.workers, "GPU", "one GPU"))
+        for need, what, per in needs:
+            if have.get(what, 0) < need:
+                raise ConfigError(
+                    f"--workers {self.plan.workers} needs {need} {what}(s) ({per} per worker); "
+                    f"the Ray cluster has {have.get(what, 0):g}. Give fewer --workers"
+                    + (" or --threads-per-worker" if what == "CPU" else ""))
 
     def setup(self, warm: Sequence[str] = ()) -> dict[str, Any]:
         ray = self._ray = self._init_ray()
         gpu = self._use_gpu(ray)
-        threads = self.plan.threads or (1 if gpu else max(
-            1, int(ray.cluster_resources().get("CPU", 1)) // self.plan.workers))
+        # CPU threads per worker (a GPU worker's too: loading, dequantizing a GGUF, tokenizing)
+        threads = self.plan.threads or max(
+            1, int(ray.cluster_resources().get("CPU", 1)) // self.plan.workers)
         self._check_resources(ray, gpu, threads)
         actor_class = ray.remote(StudyWorker)
-        options = {"num_gpus": 1 if gpu else 0, "num_cpus": 1 if gpu else threads,
+        options = {"num_gpus": 1 if gpu else 0, "num_cpus": threads,
                    "max_restarts": MAX_RESTARTS, "max_task_retries": 0}
-        where = "one GPU each" if gpu else f"{threads} CPU thread(s) each"
+        where = (f"one GPU and {threads} CPU thread(s) each" if gpu else
+                 f"{threads} CPU thread(s) each")
         self.reporter.message(f"starting {self.plan.workers} Ray worker(s), {where}: each loads "
                               "the model and the statistics once ...")
         t0 = time.perf_counter()

@@ -80,9 +80,10 @@ def test_a_grid_on_two_gpu_actors_records_what_one_process_records(tmp_path, tin
     with open_store(tmp_path / "one.db", readonly=True) as store:
         print_study(store, sid, file=single)
     assert "worker" in shown.getvalue() and "worker" not in single.getvalue()
-    for c in cands:
-        line = next(ln for ln in shown.getvalue().splitlines() if ln.startswith(f"│ {c['id']} "))
-        assert c["worker"] in line
+    rows = {ln.split("│")[1].strip(): ln for ln in shown.getvalue().splitlines()
+            if ln.startswith("│") and ln.split("│")[1].strip().isdigit()}
+    assert {cid: c["worker"] in rows[str(cid)] for cid, c in
+            ((c["id"], c) for c in cands)} == {c["id"]: True for c in cands}, shown.getvalue()
 
 
 def test_a_gp_search_on_two_cpu_actors_records_what_one_process_records(
@@ -237,3 +238,20 @@ def test_a_worker_that_cannot_start_names_the_cause(tmp_path, local_ray):
             executor.setup()
     finally:
         executor.close()
+
+
+def test_more_workers_than_the_cluster_holds_are_refused_naming_both(tiny_model_dirs,
+                                                                    local_ray):
+    from prunestudio.engine.study.ray_executor import RayExecutor
+
+    config = _config(tiny_study_toml(tiny_model_dirs["llama"]))
+    for plan, needs in ((WorkerPlan(3), "needs 3 GPU\\(s\\) \\(one GPU per worker\\); the Ray "
+                                        "cluster has 2"),
+                        (WorkerPlan(2, threads=2, gpu=False), "needs 4 CPU\\(s\\) \\(2 CPU "
+                                                              "thread\\(s\\) per worker\\)")):
+        executor = RayExecutor(config, plan, prefix="test")
+        try:
+            with pytest.raises(ConfigError, match=needs):
+                executor.setup()
+        finally:
+            executor.close()
