@@ -102,16 +102,27 @@ def test_a_gp_search_on_two_cpu_actors_records_what_one_process_records(
 
 def _kill_a_busy_actor(db, killed: dict, stop: threading.Event) -> None:
     """Poll the store (read-only, as a UI does) for an actor running a candidate; SIGKILL it
-    once and say which process and candidate."""
+    once, well inside the candidate (after a tenth and before half of the time the finished
+    ones took, so the result cannot be on its way back), and say which process and candidate."""
     while not stop.is_set() and not killed:
         time.sleep(0.02)
         try:
             with open_store(db, readonly=True) as store:
                 rows = [w for w in queries.list_workers(store)
                         if "/w" in w["name"] and w["candidate_id"] is not None]
+                cands = {c["id"]: c for c in store.candidates(1)}
         except Exception:  # the store is still being created
             continue
+        took = sorted(c["finished_at"] - c["started_at"] for c in cands.values()
+                      if c["status"] == "done" and c["started_at"])
+        if not took:
+            continue
+        typical, now = took[len(took) // 2], time.time()
         for w in rows:
+            c = cands.get(w["candidate_id"])
+            if (c is None or c["status"] != "running" or not c["started_at"]
+                    or not 0.1 * typical <= now - c["started_at"] <= 0.5 * typical):
+                continue
             os.kill(int(w["pid"]), signal.SIGKILL)
             killed.update(pid=int(w["pid"]), candidate=int(w["candidate_id"]), name=w["name"])
             return
