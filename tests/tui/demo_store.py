@@ -152,7 +152,7 @@ _OFFSPRING = [
 
 
 # the GP study runs on two Ray actors, one per GPU, the second on another node
-GP_WORKERS = ("w0@gpu-box:4242", "w1@gpu-node2:5120")
+GP_WORKERS = ("gpu-box:4200/w0", "gpu-box:4200/w1")  # driver host:pid / actor; w1 on gpu-node2
 GP_DEVICES = tuple(  # what each actor runs on (memory_used: set with its heartbeat)
     {"device": "cuda:0", "gpu": "NVIDIA H100 80GB HBM3", "memory_total": 80 * 2**30,
      "memory_used": None, "memory_peak": 33 * 2**30, "threads": 8, "node": node,
@@ -246,7 +246,7 @@ def _gp(store: Store, clock: SimpleNamespace) -> tuple[int, int | None]:
             store.add_event(sid, f"generation {i // 6}: best search ppl {value:.2f}",
                             progress=(i + 1) / 60)
     _at(clock, DEMO_NOW - 300.0)
-    store.add_event(sid, "low memory headroom on cuda:0 of w0@gpu-box:4242 (7.1 GiB free)",
+    store.add_event(sid, "low memory headroom on cuda:0 of gpu-box:4200/w0 (7.1 GiB free)",
                     level="warning")
     clock.now = resume
     return sid, running

@@ -96,16 +96,16 @@ async def test_timeline_follows_a_new_worker(make_app: MakeApp, demo_db: Path) -
         await press(pilot, *GP, "t")
         screen = app.screen
         assert isinstance(screen, StudyScreen)
-        with open_store(demo_db) as store:  # a restarted actor: a new name, a new lane
+        with open_store(demo_db) as store:  # a resume with a third worker: a new lane
             pending = store.candidates(screen.study.id, status="pending")[0]["id"]
-            store.start_candidate(pending, worker="w1@gpu-node2:5999")
+            store.start_candidate(pending, worker="gpu-box:4200/w2")
         await press(pilot, "r")  # the refresh key reads it at once
         assert [lane.name for lane in screen.query_one(WorkerTimelinePanel).view.timeline
-                .lanes][-1] == "w1@gpu-node2:5999"
-        new = _lines(app, "w1@gpu-node2:5999")[0]
+                .lanes][-1] == "gpu-box:4200/w2"
+        new = _lines(app, "gpu-box:4200/w2")[0]
         assert new.split("▏")[1].split()[:3] == ["1", "0%", "—"]  # no row: "ended"
         assert "ended" in new
-        assert "w1@gpu-node2:5999" in table_column(screen.query_one(CandidateTableWidget),
+        assert "gpu-box:4200/w2" in table_column(screen.query_one(CandidateTableWidget),
                                                    "worker")
 
 
@@ -121,7 +121,7 @@ async def test_machine_panel_lists_every_worker_and_its_device(make_app: MakeApp
         assert w0.endswith("cuda:0 NVIDIA H100 80GB HBM3 31.0/80.0 GiB")
         w1, = _lines(app, GP_WORKERS[1])  # the GPU of another node
         assert w1.split()[1:4] == ["gpu-node2", "idle", "4s"] and "2.0/80.0 GiB" in w1
-        driver, = _lines(app, "gpu-box:4200")
+        driver, = _lines(app, "gpu-box:4200 ")  # the driver's row, not its actors'
         assert driver.split()[1:4] == ["gpu-box", "driver", "10s"]
         assert driver.endswith("cpu (16 threads)")
 
