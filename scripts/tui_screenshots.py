@@ -33,6 +33,7 @@ SHOTS: dict[str, tuple[tuple[int, int], tuple[str, ...]]] = {
     "export.svg": ((80, 24), (*GP, "down", "x")),
     "cancel.svg": ((80, 24), (*GP, "c")),
     "palette.svg": ((100, 30), (*GP, "ctrl+p", *"sort", "_")),
+    "study-workers.svg": ((160, 40), (*GP, "t")),
 }
 
 
