@@ -175,6 +175,7 @@ class RayExecutor:
         self._actors: list[Any] = []
         self._busy: dict[int, tuple[Ticket, Any]] = {}  # actor index -> (ticket, object ref)
         self._deaths = [0] * plan.workers
+        self._restarting: dict[int, Any] = {}  # actor index -> probe that resolves once back
         self._rows: list[WorkerRow] = []
         self._identity: dict[str, str] = {}
         self._tickets = 0
@@ -262,10 +263,37 @@ class RayExecutor:
     # -- jobs ----------------------------------------------------------------------------------
 
     def _idle(self) -> int:
-        for i in range(len(self._actors)):
-            if i not in self._busy:
-                return i
-        raise RuntimeError(f"all {len(self._actors)} workers are busy: wait() first")
+        """The first worker neither busy nor restarting; when every free one is restarting
+        (Ray reloads the model in a new process), wait until one is back — a job sent to a
+        restarting actor would fail as if it had died again."""
+        while True:
+            free = [i for i in range(len(self._actors)) if i not in self._busy]
+            if not free:
+                raise RuntimeError(f"all {len(self._actors)} workers are busy: wait() first")
+            for i in free:
+                if self._back(i):
+                    return i
+            self._ray.wait([self._restarting[i] for i in free], num_returns=1, timeout=5.0)
+
+    def _back(self, i: int) -> bool:
+        """Is worker `i` up (not restarting)? A dead one for good ends the study."""
+        probe = self._restarting.get(i)
+        if probe is None:
+            return True
+        ray = self._ray
+        ready, _ = ray.wait([probe], timeout=0)
+        if not ready:
+            return False
+        try:
+            ray.get(probe)
+        except ray.exceptions.ActorDiedError as exc:
+            raise RuntimeError(f"worker {self.names[i]} cannot be restarted: "
+                               f"{_cause(exc)}") from exc
+        except ray.exceptions.RayActorError:  # still restarting: ask again
+            self._restarting[i] = self._actors[i].me.remote()
+            return False
+        del self._restarting[i]
+        return True
 
     def idle_worker(self) -> str:
         return self.names[self._idle()]
@@ -302,6 +330,7 @@ class RayExecutor:
             if self._deaths[i] > MAX_RESTARTS:
                 raise RuntimeError(f"worker {self.names[i]} died {self._deaths[i]} times; Ray "
                                    "does not restart it again") from exc
+            self._restarting[i] = self._actors[i].me.remote()  # resolves once it is back
             return CandidateResult("lost", error=f"{type(exc).__name__}: {_first_line(exc)}",
                                    error_summary=f"{type(exc).__name__}")
         except ray.exceptions.RayError as exc:  # e.g. a result that could not be sent back

@@ -100,6 +100,13 @@ def test_a_gp_search_on_two_cpu_actors_records_what_one_process_records(
     assert two == one
 
 
+def _slower(model_dir) -> str:
+    """The slow study with ~1 s candidates (192 × 256 evaluation tokens): a kill can land well
+    inside one even on a busy machine."""
+    return slow_study_toml(model_dir).replace("seqlen = 128, n = 64, offset = 20000",
+                                              "seqlen = 256, n = 192, offset = 20000")
+
+
 def _kill_a_busy_actor(db, killed: dict, stop: threading.Event) -> None:
     """Poll the store (read-only, as a UI does) for an actor running a candidate; SIGKILL it
     once, well inside the candidate (after a tenth and before half of the time the finished
@@ -132,7 +139,7 @@ def test_an_actor_killed_mid_candidate_is_restarted_and_nothing_is_lost(tmp_path
                                                                         tiny_model_dirs,
                                                                         local_ray):
     db = tmp_path / "kill.db"
-    config = _config(slow_study_toml(tiny_model_dirs["llama"]))
+    config = _config(_slower(tiny_model_dirs["llama"]))
     killed: dict = {}
     stop = threading.Event()
     poller = threading.Thread(target=_kill_a_busy_actor, args=(db, killed, stop))
@@ -154,6 +161,8 @@ def test_an_actor_killed_mid_candidate_is_restarted_and_nothing_is_lost(tmp_path
     cid = killed["candidate"]
     restart = [e for e in events if f"died while running candidate {cid}" in e]
     assert len(restart) == 1 and "re-queued" in restart[0], events
+    # one death, one event: nothing was sent to the actor while Ray restarted it
+    assert sum("died" in e for e in events) == 1, events
     assert killed["name"] in restart[0]
 
 
