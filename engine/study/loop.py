@@ -101,7 +101,6 @@ class _Flight:
     """An item handed to the executor: its job, when it was planned (items recorded before it
     in the round), its ticket and, once back, its completion."""
 
-    index: int
     item: Item
     job: Job
     planned_after: int
@@ -263,7 +262,7 @@ class _Loop:
                     return self._cancelled(p, item, cancel, flights)
                 decision = decision if decision is not None else p.plan(item)
                 if isinstance(decision, Job):
-                    fl = self._dispatch(p, head, item, decision, head)
+                    fl = self._dispatch(p, item, decision, head)
                     if fl is None:
                         continue  # another worker took it
             if cancel is None and self.slots > 1:
@@ -289,18 +288,18 @@ class _Loop:
                 continue
             decision = p.plan(item)
             if isinstance(decision, Job):  # skips and reuses wait for their turn: no work
-                fl = self._dispatch(p, i, item, decision, head)
+                fl = self._dispatch(p, item, decision, head)
                 if fl is not None:
                     flights[i] = fl
             i += 1
         return i
 
-    def _dispatch(self, p: Proposer, index: int, item: Item, job: Job,
+    def _dispatch(self, p: Proposer, item: Item, job: Job,
                   planned_after: int) -> _Flight | None:
         """Mark an evaluated item running and submit its job (waiting for a free slot)."""
         while len(self.inflight) >= self.slots:
             self._collect()
-        fl = _Flight(index, item, job, planned_after)
+        fl = _Flight(item, job, planned_after)
         if not self._submit(fl):
             p.tell(self.store.candidate(item.id))
             return None

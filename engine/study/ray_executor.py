@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 CLUSTER_EXTRA = "pip install 'prunestudio[cluster]'"
 MAX_RESTARTS = 8  # per actor: a worker that dies more often than this ends the study (resumable)
+# how this process joins or starts Ray: no dashboard, the actors' output stays in Ray's logs
+RAY_INIT_OPTIONS = {"include_dashboard": False, "log_to_driver": False,
+                    "logging_level": logging.ERROR}
 
 
 def import_ray():
@@ -115,8 +118,7 @@ def choose_plan(workers: int | None, address: str | None, threads: int | None, *
     if workers is None:  # join a cluster: one worker per GPU in it
         ray = import_ray()
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
+            ray.init(address=address, **RAY_INIT_OPTIONS)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         workers = gpus if gpus and device != "cpu" else 1
         reporter.message(f"Ray cluster at {address}: {gpus} GPU(s); {workers} worker(s)")
@@ -167,7 +169,7 @@ class RayExecutor:
     def __init__(self, config: StudyConfig, plan: WorkerPlan, *, prefix: str,
                  reporter: Reporter | None = None,
                  identity: dict[str, str] | None = None) -> None:
-        self.config, self.plan, self.prefix = config, plan, prefix
+        self.config, self.plan = config, plan
         self.expected = identity  # the driver's fingerprints: every actor must match them
         self.reporter = reporter or Reporter()
         self.slots = plan.workers
@@ -187,13 +189,12 @@ class RayExecutor:
     def _init_ray(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
-            common = {"include_dashboard": False, "log_to_driver": False,
-                      "logging_level": logging.ERROR}
             if self.plan.address:
-                ray.init(address=self.plan.address, **common)
+                ray.init(address=self.plan.address, **RAY_INIT_OPTIONS)
             else:  # a local Ray for this run: CPUs for every actor's threads
                 ray.init(num_cpus=max(os.cpu_count() or 1,
-                                      self.plan.workers * (self.plan.threads or 1)), **common)
+                                      self.plan.workers * (self.plan.threads or 1)),
+                         **RAY_INIT_OPTIONS)
             self._started_ray = True
         return ray
 

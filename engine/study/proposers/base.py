@@ -143,6 +143,8 @@ class Proposer:
                 if self.candidates[i]["status"] == "pending"]
 
     def plan(self, item: Item) -> Job | Skip | Reuse:
+        """What to do with `item`, from what is recorded now. Free of side effects: with
+        several workers the loop plans an item ahead of its turn and again at its turn."""
         raise NotImplementedError
 
     def reuse(self, item: Item, result: CandidateResult) -> Reuse:

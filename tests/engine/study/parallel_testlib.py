@@ -50,6 +50,7 @@ class ReorderingExecutor:
         self.inner, self.slots, self.lose = inner, slots, set(lose)
         self.queued: list[tuple[Ticket, Job]] = []
         self.submitted: list[int] = []  # candidate ids in submission order
+        self.most_in_flight = 0  # the most jobs submitted and not yet handed back
         self.tickets = 0
 
     def setup(self, warm=()):
@@ -69,6 +70,7 @@ class ReorderingExecutor:
         ticket = Ticket(self.tickets, self.idle_worker())
         self.queued.append((ticket, job))
         self.submitted.append(job.candidate_id)
+        self.most_in_flight = max(self.most_in_flight, len(self.queued))
         return ticket
 
     def wait(self, timeout=None) -> list[Completion]:

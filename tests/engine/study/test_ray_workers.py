@@ -24,7 +24,7 @@ from tiny_models import slow_study_toml, tiny_gp_toml, tiny_study_toml
 from prunestudio.schema.study_file import ConfigError, parse_config
 
 ray = pytest.importorskip("ray")
-from cli_testlib import EXE, cli, cli_error, start_until, statuses  # noqa: E402
+from cli_testlib import cli, cli_error, start_until, statuses  # noqa: E402
 from prunestudio.engine.study.ray_executor import WorkerPlan, choose_plan  # noqa: E402
 
 try:
@@ -206,7 +206,6 @@ def test_workers_without_ray_say_how_to_install_it(tmp_path, tiny_model_dirs):
     assert "pip install 'prunestudio[cluster]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.db").exists()
     assert "expected a whole number ≥ 1; got 0" in cli_error("run", str(cfg), "--workers", "0")
-    assert EXE  # the console script the other tests run
 
 
 def test_the_default_is_this_process_on_a_machine_without_several_gpus():
