@@ -41,17 +41,28 @@ class _StopForward(Exception):
 
 @dataclass
 class BlockInputs:
-    """Hidden states entering a block, in chunks, with the keyword arguments for each chunk."""
+    """Hidden states entering a block, in chunks, with the keyword arguments for each chunk.
+
+    `kwargs` are the current block's; `per_block[i]` block i's (models that alternate
+    sliding-window and global attention, such as Gemma 2 / 3, call each block with its own
+    mask and rotary embeddings). `at_block(i)` switches to block i's."""
 
     hidden: list[torch.Tensor]
     kwargs: list[dict]
+    per_block: list[list[dict]] | None = None
 
     @property
     def nsamples(self) -> int:
         return sum(h.shape[0] for h in self.hidden)
 
     def clone(self) -> BlockInputs:
-        return BlockInputs([h.clone() for h in self.hidden], self.kwargs)
+        return BlockInputs([h.clone() for h in self.hidden], self.kwargs, self.per_block)
+
+    def at_block(self, i: int) -> BlockInputs:
+        """The same hidden states with block i's keyword arguments."""
+        if self.per_block is None:
+            return self
+        return BlockInputs(self.hidden, self.per_block[i], self.per_block)
 
 
 def _clean_kwargs(kwargs: dict) -> dict:
@@ -60,27 +71,46 @@ def _clean_kwargs(kwargs: dict) -> dict:
     return out
 
 
+def _positional_names(block: nn.Module) -> list[str]:
+    return [p.name for p in inspect.signature(block.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
 @torch.no_grad()
 def capture_block_inputs(lm: LoadedModel, ids: torch.Tensor, batch_size: int = 8) -> BlockInputs:
-    """Run the model up to block 0 and keep what block 0 receives, chunk by chunk."""
-    block0 = lm.adapter.blocks(lm.model)[0]
-    hidden, kwargs = [], []
-    # Some models pass more than the hidden states positionally (GPT-2: past_key_values,
-    # attention_mask, encoder_hidden_states): name them, or the causal mask is lost.
-    positional = [
-        p.name for p in inspect.signature(block0.forward).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    """Run the model's embeddings and keep what block 0 receives, chunk by chunk, with the
+    keyword arguments every block receives.
 
-    def hook(module, args, kw):
-        hidden.append((args[0] if args else kw["hidden_states"]).detach())
-        rest = dict(kw)
-        rest.pop("hidden_states", None)
-        rest.update(zip(positional[1:], args[1:], strict=False))
-        kwargs.append(_clean_kwargs(rest))
-        raise _StopForward
+    Each block's forward is replaced, for the capture only, by a recorder that returns its input
+    unchanged, so the keyword arguments of block i are what the model really passes to block i
+    (masks, rotary embeddings per attention type) at the cost of the embeddings alone."""
+    blocks = list(lm.adapter.blocks(lm.model))
+    hidden: list[torch.Tensor] = []
+    per_block: list[list[dict]] = [[] for _ in blocks]
+    saved = []
 
-    handle = block0.register_forward_pre_hook(hook, with_kwargs=True)
+    def recorder(i: int, block: nn.Module):
+        # Some models pass more than the hidden states positionally (GPT-2: past_key_values,
+        # attention_mask, encoder_hidden_states): name them, or the causal mask is lost.
+        positional = _positional_names(block)
+
+        def forward(*args, **kw):
+            x = args[0] if args else kw["hidden_states"]
+            if i == 0:
+                hidden.append(x.detach())
+            rest = dict(kw)
+            rest.pop("hidden_states", None)
+            rest.update(zip(positional[1:], args[1:], strict=False))
+            per_block[i].append(_clean_kwargs(rest))
+            if i == len(blocks) - 1:
+                raise _StopForward
+            return x
+
+        return forward
+
+    for i, block in enumerate(blocks):
+        saved.append(block.__dict__.get("forward"))
+        block.forward = recorder(i, block)
     try:
         for start in range(0, ids.shape[0], batch_size):
             chunk = ids[start : start + batch_size].to(lm.device)
@@ -89,8 +119,12 @@ def capture_block_inputs(lm: LoadedModel, ids: torch.Tensor, batch_size: int = 8
             except _StopForward:
                 pass
     finally:
-        handle.remove()
-    return BlockInputs(hidden, kwargs)
+        for block, original in zip(blocks, saved, strict=True):
+            if original is None:
+                del block.forward
+            else:
+                block.forward = original
+    return BlockInputs(hidden, per_block[0], per_block)
 
 
 def block_output(out) -> torch.Tensor:
@@ -101,7 +135,7 @@ def block_output(out) -> torch.Tensor:
 @torch.no_grad()
 def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
     outs = [block_output(block(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True)]
-    return BlockInputs(outs, inputs.kwargs)
+    return BlockInputs(outs, inputs.kwargs, inputs.per_block)
 
 
 @dataclass
@@ -111,12 +145,19 @@ class LayerStats:
     nsamples: int = 0
     x_sqnorm: torch.Tensor | None = None  # (in,) Wanda's scaler_row
     hessian: torch.Tensor | None = None  # (in, in) 2/n Σ x xᵀ
+    tokens: int | None = None  # input rows seen (an expert: tokens routed to it); None: unknown
+
+    @property
+    def empty(self) -> bool:
+        """No calibration token reached the layer (an expert the router never chose)."""
+        return self.tokens == 0
 
     def to(self, device) -> LayerStats:
         return LayerStats(
             self.nsamples,
             None if self.x_sqnorm is None else self.x_sqnorm.to(device),
             None if self.hessian is None else self.hessian.to(device),
+            self.tokens,
         )
 
 
@@ -124,15 +165,18 @@ class LayerStats:
 class _Collector:
     want_hessian: bool
     nsamples: int = 0
+    tokens: int = 0
     xsum: torch.Tensor | None = None
     hsum: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, batch: int | None = None) -> None:
         # `batch`: samples in the block's input chunk. A layer may see its input flattened to
-        # (tokens, in) (OPT's fc1 / fc2), so its own shape cannot tell the sample count.
+        # (tokens, in) (OPT's fc1 / fc2, every expert), so its own shape cannot tell the
+        # sample count.
         b = batch if batch is not None else (x.shape[0] if x.dim() == 3 else 1)
         x = x.reshape(-1, x.shape[-1]).float()
         self.nsamples += b
+        self.tokens += x.shape[0]
         s = (x * x).sum(0)
         self.xsum = s if self.xsum is None else self.xsum + s
         if self.want_hessian:
@@ -145,6 +189,7 @@ class _Collector:
             self.nsamples,
             None if self.xsum is None else self.xsum / n,
             None if self.hsum is None else self.hsum * (2.0 / n),
+            self.tokens,
         )
 
 
@@ -158,11 +203,8 @@ def collect_block_stats(
     chunk = {"samples": 0}
     for lin in linears:
         col = collectors[lin.name]
-
-        def hook(module, args, output, col=col):  # must return None: never replace the output
-            col.add(args[0].detach(), chunk["samples"])
-
-        handles.append(lin.module.register_forward_hook(hook))
+        handles.append(lin.register_input_hook(
+            lambda x, col=col: col.add(x, chunk["samples"])))
     try:
         for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True):
             chunk["samples"] = h.shape[0]
@@ -192,6 +234,7 @@ def prune_sequentially(
     for i, block in enumerate(model_blocks):
         if i > max(todo, default=-1):
             break
+        inputs = inputs.at_block(i)
         if i in todo:
             linears = lm.adapter.prunable_linears(lm.model, i)
             stats = collect_block_stats(block, linears, inputs, want_hessian)
@@ -205,7 +248,7 @@ def prune_sequentially(
 
 
 # Bump when the way a statistic is computed changes, so stale cache files are never reused.
-STATS_VERSION = 2
+STATS_VERSION = 3
 
 
 def _cache_path(lm: LoadedModel, calib_hash: str, statistic: str) -> Path:
@@ -273,7 +316,8 @@ class StatsCache:
         cached = _load_cached(path) if self.use_disk else None
         if cached is not None:
             stats = {
-                name: LayerStats(int(d["n"]), d.get("x"), d.get("h")) for name, d in cached.items()
+                name: LayerStats(int(d["n"]), d.get("x"), d.get("h"), int(d["t"]))
+                for name, d in cached.items()
             }
         else:
             self.computed.append(key)
@@ -289,7 +333,8 @@ class StatsCache:
                     path,
                     {
                         k: {kk: vv for kk, vv in (("n", torch.tensor(v.nsamples)), ("x", v.x_sqnorm),
-                                                  ("h", v.hessian)) if vv is not None}
+                                                  ("h", v.hessian), ("t", torch.tensor(v.tokens)))
+                            if vv is not None}
                         for k, v in stats.items()
                     },
                 )
@@ -326,17 +371,19 @@ def weight_gradients(lm: LoadedModel, ids: torch.Tensor) -> Iterator[dict[str, t
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
-    for lin in linears:
-        lin.module.weight.requires_grad_(True)
+    for lin in linears:  # stacked experts: one parameter holds several layers
+        lin.parameter.requires_grad_(True)
     try:
         for s in range(ids.shape[0]):
             x = ids[s : s + 1].to(lm.device)
             model(x, labels=x, use_cache=False).loss.backward()
             grads = {}
             for lin in linears:
-                g = lin.module.weight.grad
-                grads[lin.name] = (g.t() if lin.transposed else g).float().cpu()
-                lin.module.weight.grad = None
+                g = lin.parameter.grad
+                grads[lin.name] = (lin.logical(g) if g is not None
+                                   else torch.zeros_like(lin.weight)).float().cpu()
+            for lin in linears:
+                lin.parameter.grad = None
             yield grads
     finally:
         for n, p in model.named_parameters():

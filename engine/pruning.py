@@ -35,7 +35,7 @@ class WeightSnapshot:
         self._lins = {lin.name: lin for lin in lm.adapter.all_prunable_linears(lm.model)}
         # On CPU the copy lives beside the model; on GPU it stays on the GPU when it fits.
         target = device if device is not None else lm.device
-        self._copy = {n: lin.module.weight.detach().to(target, copy=True)
+        self._copy = {n: lin.weight.detach().to(target, copy=True)
                       for n, lin in self._lins.items()}
         self.dirty: set[str] = set()
 
@@ -43,7 +43,7 @@ class WeightSnapshot:
     def restore(self, names: set[str] | None = None) -> int:
         names = set(self.dirty if names is None else names)
         for n in names:
-            self._lins[n].module.weight.data.copy_(self._copy[n], non_blocking=True)
+            self._lins[n].weight.copy_(self._copy[n], non_blocking=True)
         self.dirty -= names
         return len(names)
 
@@ -58,6 +58,18 @@ class PruneResult:
     block_ratios: list[float] | None = None  # per-block target (OWL)
     stats_computed: list[str] = field(default_factory=list)
     reconstruction: ReconstructionResult | None = None  # when the spec reconstructs
+    # layers no calibration token reached (an expert the router never chose on the calibration
+    # set): pruned by weight magnitude instead of a statistic that would be all zeros
+    uncalibrated: list[str] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        if not self.uncalibrated:
+            return []
+        shown = ", ".join(self.uncalibrated[:6])
+        more = f" and {len(self.uncalibrated) - 6} more" if len(self.uncalibrated) > 6 else ""
+        return [f"{len(self.uncalibrated)} layer(s) received no calibration token (experts the "
+                f"router never chose on the calibration set): {shown}{more}; they were pruned "
+                "by weight magnitude. More or more varied calibration text reaches them"]
 
     @property
     def overall_sparsity(self) -> float:
@@ -141,13 +153,20 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     nm = (spec.pattern.n, spec.pattern.m) if spec.pattern.kind == "nm" else None
     grads = stats.gradients() if "grad" in needs else None
 
+    fallback = get_method("magnitude")
+    fallback_options = fallback.validate_options({})
+
     def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
         target = LayerTarget(block_ratio[i], nm)
         for lin in linears:
             inputs = LayerInputs(block_stats.get(lin.name), None if grads is None else grads[lin.name])
             if snapshot is not None:
                 snapshot.mark([lin.name])
-            method.prune_layer(lin, target, inputs, options)
+            if calibrated and inputs.stats is not None and inputs.stats.empty:
+                result.uncalibrated.append(lin.name)
+                fallback.prune_layer(lin, target, LayerInputs(), fallback_options)
+            else:
+                method.prune_layer(lin, target, inputs, options)
             result.layer_sparsity[lin.name] = realised_sparsity(lin.weight)
             result.layer_targets[lin.name] = target.sparsity
             result._numel[lin.name] = lin.weight.numel()

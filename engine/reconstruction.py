@@ -340,7 +340,8 @@ class _TrainOnly:
 
 
 def _weights(linears: list[PrunableLinear]) -> list[nn.Parameter]:
-    return [lin.module.weight for lin in linears]
+    """The parameters holding the layers, each once (one 3-D parameter holds every expert)."""
+    return list(dict.fromkeys(lin.parameter for lin in linears))
 
 
 def _fit_block(block: nn.Module, linears: list[PrunableLinear], x: torch.Tensor,
@@ -459,12 +460,19 @@ def reconstruct_sequentially(lm: LoadedModel, inputs: BlockInputs, block_stats: 
         torch.cuda.reset_peak_memory_stats(device)
     sparse = _Stream(inputs.hidden, inputs.kwargs, store)
     dense = _Stream(inputs.hidden, inputs.kwargs, store)
-    fit_kwargs = _ChunkArgs(inputs.kwargs[0], inputs.hidden[0].shape[0])
     micro = settings.micro_batch_size or settings.batch_size
     fits = []
     blocks = lm.adapter.blocks(lm.model)
     for i, block in enumerate(blocks):
         linears = lm.adapter.prunable_linears(lm.model, i)
+        if settings.mode == "lr" and any(lin.is_expert for lin in linears):
+            raise ValueError(
+                "reconstruction mode 'lr' fits each linear layer on its own inputs, and a "
+                "stacked expert (a slice of a 3-D parameter) is not a module it can call; "
+                "allowed on a mixture-of-experts model: mode 'br' or 'gp' (block-wise)")
+        # every block with its own masks / rotary embeddings (Gemma's sliding and global)
+        sparse.kwargs = dense.kwargs = inputs.at_block(i).kwargs
+        fit_kwargs = _ChunkArgs(sparse.kwargs[0], inputs.hidden[0].shape[0])
         dense_next = dense.through(block, device)  # the dense model's hidden states
         y_dense = dense_next.rows(n)
         x = sparse.rows(n)

@@ -149,7 +149,8 @@ def target_linears(lm: LoadedModel, targets: Sequence[str] | None) -> list[Pruna
     """The prunable linear layers named by `targets` (kinds such as q / down, or module names
     such as q_proj / mlp.down_proj); None: all of them. A name matching nothing is an error
     listing what is allowed."""
-    linears = lm.adapter.all_prunable_linears(lm.model)
+    # LoRA adapts linear modules: a stacked expert (a slice of a 3-D parameter) is not one
+    linears = [lin for lin in lm.adapter.all_prunable_linears(lm.model) if not lin.is_expert]
     if targets is None:
         return linears
     unknown = [t for t in targets if not any(_matches(lin, t) for lin in linears)]
@@ -372,7 +373,7 @@ def recover(lm: LoadedModel, windows: Windows, settings: RecoverySettings,
     targets = target_linears(lm, settings.target_modules)
     if settings.method == "qlora":
         check_qlora(device, lm.dtype)
-    transposed = lm.adapter.transposed
+    transposed = any(lin.transposed for lin in targets)
     names = [lin.name for lin in targets]
     modules = {lin.name: lin.module for lin in targets}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}

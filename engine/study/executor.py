@@ -168,8 +168,12 @@ class Pruned:
         if self.shape is not None:
             return {self.info_key: self.shape.to_dict(),
                     "label": f"{spec.label} ({self.shape.realised_label})"}
-        return {"stats_computed": self.result.stats_computed,
-                "block_ratios": self.result.block_ratios}
+        info: dict[str, Any] = {"stats_computed": self.result.stats_computed,
+                                "block_ratios": self.result.block_ratios}
+        if self.result.uncalibrated:
+            info["uncalibrated_layers"] = self.result.uncalibrated
+            info["warnings"] = self.result.warnings()
+        return info
 
 
 def prune_candidate(ctx: StudyContext, spec: CandidateSpec, reporter: Reporter | None = None,

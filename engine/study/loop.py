@@ -414,6 +414,8 @@ class _Loop:
             else:
                 store.add_metrics(cid, result.metrics)
             p.tell(store.candidate(cid))
+            for warning in result.info.get("warnings", []):  # e.g. an expert no token reached
+                self.note(Note(warning, level="warning", candidate_id=cid))
             self.notes(p.done_notes(item, result))
 
     def _reuse(self, p: Proposer, item: Item, reuse: Reuse, t0: float) -> None:

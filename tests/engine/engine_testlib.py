@@ -18,6 +18,31 @@ from torch import nn
 
 VOCAB = 256  # a byte-level tokenizer has exactly 256 ids
 ARCHS = ("llama", "opt", "gpt_neox", "gpt2")
+# every family the issue names, one tiny config each (tests/engine/models/test_model_families.py)
+FAMILY_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "phi",
+                "olmo2", "falcon", "gpt2", "opt", "gpt_neox", "mixtral")
+
+
+def _llama_like() -> dict:
+    import transformers as tf
+
+    return {"mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
+            "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig,
+            "phi3": tf.Phi3Config, "olmo2": tf.Olmo2Config}
+
+
+class _LazyTable(dict):
+    def __missing__(self, key):
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return key in _llama_like()
+
+    def __getitem__(self, key):
+        return _llama_like()[key]
+
+
+_LLAMA_LIKE = _LazyTable()
 
 
 def tiny_config(arch: str, layers: int = 2, vocab: int = VOCAB, **overrides):
@@ -38,6 +63,27 @@ def tiny_config(arch: str, layers: int = 2, vocab: int = VOCAB, **overrides):
                                num_attention_heads=4, max_position_embeddings=256, **common)
     elif arch == "gpt2":
         cfg = tf.GPT2Config(n_embd=64, n_layer=layers, n_head=4, n_positions=256, **common)
+    elif arch in _LLAMA_LIKE:  # 4 query heads over 2 KV heads
+        cfg = _LLAMA_LIKE[arch](hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                num_attention_heads=4, num_key_value_heads=2,
+                                max_position_embeddings=256, **common)
+        if arch in ("gemma2", "gemma3_text"):  # head_dim 32 ≠ 64 / 4; block 0 sliding
+            cfg.head_dim, cfg.sliding_window = 32, 8
+            if arch == "gemma3_text":
+                cfg.layer_types = ["sliding_attention", "full_attention"][:layers] + [
+                    "full_attention"] * max(0, layers - 2)
+        if arch == "qwen3":
+            cfg.head_dim = 16
+    elif arch == "phi":
+        cfg = tf.PhiConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                           num_attention_heads=4, max_position_embeddings=256, **common)
+    elif arch == "falcon":  # multi-query: 4 query heads share one k and one v head
+        cfg = tf.FalconConfig(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                              max_position_embeddings=256, **common)
+    elif arch == "mixtral":  # 4 experts, 2 per token
+        cfg = tf.MixtralConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=layers,
+                               num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                               num_experts_per_tok=2, max_position_embeddings=256, **common)
     else:
         raise ValueError(arch)
     for k, v in overrides.items():
@@ -51,9 +97,12 @@ def make_lm(arch: str = "llama", *, seed: int = 0, layers: int = 2, vocab: int =
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(
-        tiny_config(arch, layers, vocab, **overrides), attn_implementation=attn
-    )
+    config = tiny_config(arch, layers, vocab, **overrides)
+    try:
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    except ValueError:  # Gemma 2 has no SDPA attention in transformers 5
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     model.eval()
     model.config.use_cache = False
     source = f"tiny-{arch}-{seed}"

@@ -106,9 +106,13 @@ def test_unsupported_architectures_list_the_supported_types():
         assert all(t in text for t in supported_model_types())
         assert "llama" in text and "gpt_neox" in text and "gpt2" in text and "opt" in text
         assert "llama family (model types llama, mistral" in text
-    with pytest.raises(UnsupportedModelError, match="'mamba'"):
-        adapter_for("mamba")
+    with pytest.raises(UnsupportedModelError, match="'t5'"):
+        adapter_for("t5")  # an encoder-decoder: no causal-LM class
+    with pytest.raises(UnsupportedModelError, match="'no-such-type'"):
+        adapter_for("no-such-type")
     assert type(adapter_for("mistral")).__name__ == "LlamaAdapter"
+    # a causal LM of no known family: generic discovery, its blocks found once it is loaded
+    assert type(adapter_for("mamba")).__name__ == "GenericAdapter"
 
 
 def _tiny_folder(folder, config, *, tokenizer: bool = True):
