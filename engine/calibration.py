@@ -1,10 +1,12 @@
 """Calibration statistics: block inputs, per-layer input statistics, gradients.
 
 The sequential protocol (Wanda, SparseGPT, OWL) walks the decoder block by block: the block's
-inputs are captured once at block 0 (with every keyword argument the block needs: attention mask,
-position ids, rotary embeddings, cache position), statistics for the block's linear layers are
-collected in one forward, the block is pruned, and its *pruned* outputs become the next block's
-inputs. No KV cache object ever reaches an isolated block call (PITFALLS: stale keys).
+inputs are captured once at block 0, with the keyword arguments every block receives (attention
+mask, position ids, rotary embeddings, cache position — per block, since Gemma 2 / 3 give
+sliding-window and global blocks different masks and rotary tables); statistics for the block's
+linear layers are collected in one forward, the block is pruned, and its *pruned* outputs become
+the next block's inputs. No KV cache object ever reaches an isolated block call (PITFALLS: stale
+keys). An expert of a mixture-of-experts layer sees only the tokens routed to it.
 
 Statistics are fp32 whatever the model dtype:
   X  - Wanda's `scaler_row`: per input column, sum over tokens of x², averaged over samples.

@@ -33,6 +33,18 @@ def nm_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
                "choose M dividing every width"))
 
 
+def experts_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
+    """Why a spec cannot run on a model whose experts are stacked 3-D parameters, or None."""
+    rec = spec.reconstruction
+    if rec is None or rec.mode != "lr":
+        return None
+    if not any(lin.is_expert for lin in lm.adapter.prunable_linears(lm.model, 0)):
+        return None
+    return ("reconstruction mode 'lr' fits each linear layer as a module on its own inputs, and "
+            "this model's experts are slices of 3-D parameters, not modules; allowed on a "
+            "mixture-of-experts model: reconstruction mode 'br' or 'gp' (block-wise)")
+
+
 def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
     """Raise PreflightError listing every distinct reason a spec cannot run on `lm`."""
     from prunestudio.engine.methods import ShapeChangingMethod, get_method
@@ -47,9 +59,7 @@ def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
             except ValueError as exc:
                 reasons.append(str(exc))
         else:
-            reason = nm_problem(lm, spec)
-            if reason:
-                reasons.append(reason)
+            reasons += [r for r in (nm_problem(lm, spec), experts_problem(lm, spec)) if r]
         for r in reasons:
             problems.setdefault(r, []).append(spec.label)
     if problems:

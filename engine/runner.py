@@ -183,6 +183,7 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
         signals_deferred,
         sigterm_as_interrupt,
     )
+    from prunestudio.engine.models.adapters import layout_summary
     from prunestudio.engine.models.loading import validate_model_options
 
     reporter = reporter or Reporter()
@@ -210,6 +211,9 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
             else:
                 study_id = start_study(store, config, name)
                 study_name = store.get_study(study_id)["name"]
+                layout = layout_summary(ctx.lm.adapter, ctx.lm.model)
+                if layout:
+                    store.add_event(study_id, layout)
             worker = worker_name()
             store.remove_dead_workers(study_id)  # rows of runners killed on this host
             # a thread with its own connection beats every few seconds, so a study whose

@@ -62,14 +62,37 @@ def _linear_macs(module: nn.Module) -> int:
     return 0
 
 
+def _expert_macs(model: nn.Module) -> int:
+    """Stacked experts (3-D parameters): per token only the experts the router picks run —
+    `num_experts_per_tok` of them — plus the router itself."""
+    from prunestudio.engine.models.adapters import is_stacked_experts, text_config
+
+    top_k = int(getattr(text_config(model.config), "num_experts_per_tok", 1) or 1)
+    total = 0
+    for module in model.modules():
+        if is_stacked_experts(module):
+            up = module.gate_up_proj if module.has_gate else module.up_proj
+            n = module.down_proj.shape[0]
+            total += top_k * (up.numel() + module.down_proj.numel()) // n
+        elif "router" in type(module).__name__.lower() and hasattr(module, "weight"):
+            total += module.weight.numel()
+    return total
+
+
 def macs_per_token(model: nn.Module, adapter: ModelAdapter, seqlen: int) -> dict[str, int]:
-    """MACs per token (averaged over the L positions of a causal forward)."""
-    linear = sum(_linear_macs(m) for m in model.modules())
-    attention = 0
+    """MACs per token (averaged over the L positions of a causal forward). Attention's
+    QKᵀ / AV count reads the width of the attention output projection (kind `o`); a model of
+    no known family has none named so, and its attention matmuls are left out (`attention`
+    None in the protocol)."""
+    linear = sum(_linear_macs(m) for m in model.modules()) + _expert_macs(model)
+    attention: int | None = 0
     for i in range(adapter.num_blocks(model)):
-        o = next(lin for lin in adapter.prunable_linears(model, i) if lin.kind == "o")
+        o = next((lin for lin in adapter.prunable_linears(model, i) if lin.kind == "o"), None)
+        if o is None:
+            attention = None
+            break
         attention += o.in_features * (seqlen + 1)  # heads·head_dim · 2 matmuls · (L+1)/2
-    return {"total": linear + attention, "linear": linear, "attention": attention}
+    return {"total": linear + (attention or 0), "linear": linear, "attention": attention}
 
 
 @dataclass(frozen=True)

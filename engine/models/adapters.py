@@ -554,3 +554,27 @@ def adapter_for(model_or_type: nn.Module | str) -> ModelAdapter:
     if not _is_causal_lm_instance(model_or_type):
         raise unsupported_error(model_type, [type(model_or_type).__name__])
     return GenericAdapter.for_model(model_or_type)
+
+
+def layout_summary(adapter: ModelAdapter, model: nn.Module) -> str | None:
+    """What a study should record about how the model's layers were found: generic discovery
+    (which layers it prunes) and mixtures of experts (how experts and routers are treated);
+    None for a family model without experts."""
+    lins = adapter.prunable_linears(model, 0)
+    parts = []
+    if isinstance(adapter, GenericAdapter):
+        names = [lin.name.removeprefix(f"{adapter.blocks_path}.0.") for lin in lins]
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        parts.append(
+            f"generic discovery (no family adapter for model_type {model_type!r}): "
+            f"{adapter.num_blocks(model)} decoder blocks at {adapter.blocks_path}, "
+            f"{len(lins)} prunable linear layers in each: {', '.join(names)}; structured "
+            "pruning needs a family adapter")
+    experts = [lin for lin in lins if lin.is_expert]
+    if experts:
+        n = len({lin.expert for lin in experts})
+        parts.append(
+            f"mixture of experts: {n} experts per block stored as 3-D parameters, each "
+            "expert's layers pruned on their own with calibration statistics from the tokens "
+            "routed to them; routers are never pruned")
+    return "; ".join(parts) or None

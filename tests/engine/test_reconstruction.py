@@ -215,3 +215,39 @@ def test_a_bf16_model_is_fitted_in_fp32_and_given_back_in_bf16_with_its_mask():
         if block_of(name) == 0:
             assert torch.equal(fitted[name] == 0, w == 0), name
     assert all(b.error_after < b.error_before for b in result.reconstruction.blocks)
+
+
+@pytest.mark.parametrize("arch,mode", [("mixtral", "br"), ("gemma3_text", "gp")])
+def test_block_wise_reconstruction_on_experts_and_on_alternating_attention(arch, mode):
+    """Mixtral: every expert slice of the 3-D parameters keeps its mask and is fitted; Gemma 3:
+    each block is fitted with its own (sliding / global) mask — the recorded error after the
+    fit equals the one from ordinary forwards of the whole model."""
+    lm, ids, stats, snap = _setup(arch, layers=2, seqlen=24)
+    dense_outs = _block_outputs(lm, ids)
+    _, plain = _pruned(lm, stats, snap, _spec("wanda", None))
+    result = prune_model(lm, _spec("wanda", mode, epochs=3), stats, snap)
+    fitted = _weights(lm)
+    pruned_outs = _block_outputs(lm, ids)
+    snap.restore()
+    for name, w in plain.items():
+        if block_of(name) == 0:
+            assert torch.equal(fitted[name] == 0, w == 0), name
+        assert int((fitted[name] == 0).sum()) == int((w == 0).sum()), name
+    moved = [n for n in plain if not torch.equal(fitted[n], plain[n])]
+    if arch == "mixtral":
+        assert any("experts.gate_up_proj[" in n for n in moved)
+        assert any("experts.down_proj[" in n for n in moved)
+    for b, d, p in zip(result.reconstruction.blocks, dense_outs, pruned_outs, strict=True):
+        reference = float(((p.double() - d.double()) ** 2).sum() / (d.double() ** 2).sum())
+        assert b.calib_after == pytest.approx(reference, rel=1e-4), b.index
+
+
+def test_layer_wise_reconstruction_of_stacked_experts_is_refused_before_the_study():
+    from prunestudio.engine.preflight import PreflightError, check_specs
+
+    lm = make_lm("mixtral")
+    with pytest.raises(PreflightError, match=r"reconstruction mode 'lr' .* allowed on a "
+                       r"mixture-of-experts model: reconstruction mode 'br' or 'gp'"):
+        check_specs(lm, [_spec("wanda", "lr")])
+    check_specs(lm, [_spec("wanda", "br")])  # block-wise is fine
+    check_specs(make_lm("llama"), [_spec("wanda", "lr")])

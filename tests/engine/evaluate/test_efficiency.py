@@ -41,6 +41,18 @@ def test_macs_per_token_llama_by_hand():
     assert macs["total"] == macs["linear"] + macs["attention"]
 
 
+def test_macs_per_token_mixtral_counts_the_routed_experts_only():
+    # hidden 64, 4 heads × 16 (2 KV heads), 4 experts of width 64, 2 per token, vocab 256
+    lm = make_lm("mixtral")
+    L = 32
+    attention_linears = 64 * 64 + 2 * 64 * 32 + 64 * 64
+    expert = 2 * 64 * 64 + 64 * 64  # gate_up (128 × 64) and down (64 × 64)
+    router = 4 * 64
+    macs = macs_per_token(lm.model, lm.adapter, L)
+    assert macs["linear"] == 2 * (attention_linears + 2 * expert + router) + 64 * 256
+    assert macs["attention"] == 2 * 64 * (L + 1)
+
+
 def test_structured_pruning_lowers_params_and_macs():
     lm = make_lm("gpt2")
     ids = random_ids(2, 16)
