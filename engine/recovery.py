@@ -150,10 +150,18 @@ def target_linears(lm: LoadedModel, targets: Sequence[str] | None) -> list[Pruna
     such as q_proj / mlp.down_proj); None: all of them. A name matching nothing is an error
     listing what is allowed."""
     # LoRA adapts linear modules: a stacked expert (a slice of a 3-D parameter) is not one
-    linears = [lin for lin in lm.adapter.all_prunable_linears(lm.model) if not lin.is_expert]
+    every = lm.adapter.all_prunable_linears(lm.model)
+    linears = [lin for lin in every if not lin.is_expert]
     if targets is None:
         return linears
     unknown = [t for t in targets if not any(_matches(lin, t) for lin in linears)]
+    experts = [t for t in unknown if any(_matches(lin, t) for lin in every if lin.is_expert)]
+    if experts:
+        raise RecoveryError(
+            f"recovery target_modules {experts} name experts of this mixture-of-experts model; "
+            "its experts are slices of 3-D parameters, which LoRA cannot adapt as linear "
+            "modules; allowed: the attention and other linear layers, kinds "
+            f"{', '.join(dict.fromkeys(lin.kind for lin in linears))}")
     if unknown:
         kinds = list(dict.fromkeys(lin.kind for lin in linears))
         rel = list(dict.fromkeys(lin.name.split(".", len(lm.adapter.blocks_path.split(".")) + 1)

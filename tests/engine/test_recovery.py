@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import tomllib
 import torch
+from engine_testlib import byte_tokenizer, make_lm
 from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.recovery import (
     RecoveryError,
@@ -281,3 +282,23 @@ def test_a_study_calibrated_on_generated_text_recovers_on_the_text_train_names()
     assert resolved.windows.generation is None
     with pytest.raises(RecoveryError, match="--train source=pydoc"):
         resolve_settings(RecoverySettings(), calibration)
+
+
+def test_on_a_mixture_of_experts_lora_adapts_the_attention_and_keeps_every_expert_zero():
+    lm = make_lm("mixtral", tokenizer=byte_tokenizer())
+    with torch.no_grad():
+        for lin in lm.adapter.all_prunable_linears(lm.model):
+            w = lin.weight  # an expert's (out, in) slice of the 3-D parameter
+            w.scatter_(1, w.abs().argsort(dim=1, stable=True)[:, :w.shape[1] // 2], 0.0)
+    zeros = {lin.name: (lin.weight == 0).clone()
+             for lin in lm.adapter.all_prunable_linears(lm.model)}
+    settings = _settings(steps=6)
+    result = recover(lm, cut_training_windows(settings, lm), settings)
+    assert result.loss_after < result.loss_before, result.summary()
+    assert [t.rsplit(".", 1)[-1] for t in result.targets] == ["q_proj", "k_proj", "v_proj",
+                                                               "o_proj"] * 2
+    for lin in lm.adapter.all_prunable_linears(lm.model):
+        assert torch.equal(lin.weight == 0, zeros[lin.name]), lin.name
+    with pytest.raises(RecoveryError, match=r"\['expert_down'\] name experts .* allowed: the "
+                       r"attention and other linear layers, kinds q, k, v, o"):
+        recover(lm, cut_training_windows(settings, lm), _settings(target_modules=["expert_down"]))
