@@ -48,6 +48,16 @@ def tiny_config(arch: str):
                                 max_position_embeddings=512)
     if arch == "gpt2":
         return tf.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=512)
+    if arch == "mixtral":  # 4 experts stored as 3-D parameters, 2 per token
+        return tf.MixtralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, num_local_experts=4,
+                                num_experts_per_tok=2, max_position_embeddings=512)
+    if arch == "starcoder2":  # a model_type without a family adapter: generic discovery
+        return tf.Starcoder2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=512,
+                                   bos_token_id=0, eos_token_id=0)
     raise ValueError(arch)
 
 

@@ -268,3 +268,50 @@ def ref_token_nll(model: nn.Module, ids: torch.Tensor) -> tuple[float, int]:
 def ref_ppl(model: nn.Module, ids: torch.Tensor) -> float:
     total, count = ref_token_nll(model, ids)
     return math.exp(total / count)
+
+
+# ------------------------------------------------------------------ beyond FAMILY_ARCHS
+
+# A second mixture-of-experts layout (shared expert, a Linear gate beside the router) and a
+# model_type with no family adapter (generic discovery).
+EXTRA_ARCHS = ("qwen2_moe", "starcoder2")
+
+
+def extra_tiny_config(arch: str, layers: int = 2, vocab: int = VOCAB):
+    """Tiny configs for EXTRA_ARCHS, sized like `tiny_config`'s."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+                  hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=256)
+    if arch == "qwen2_moe":  # 4 routed experts (2 per token) and one shared expert
+        return tf.Qwen2MoeConfig(intermediate_size=128, moe_intermediate_size=32,
+                                 shared_expert_intermediate_size=64, num_experts=4,
+                                 num_experts_per_tok=2, **common)
+    if arch == "starcoder2":  # LayerNorm, biases, c_fc / c_proj MLP: no family adapter
+        return tf.Starcoder2Config(intermediate_size=128, **common)
+    raise ValueError(arch)
+
+
+def make_lm_from_config(config, *, seed: int = 0, attn: str = "sdpa",
+                        source: str | None = None) -> LoadedModel:
+    """`make_lm` for any config: a randomly initialised causal LM as a `LoadedModel`."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    model.eval()
+    model.config.use_cache = False
+    source = source or f"tiny-{config.model_type}-{seed}"
+    return LoadedModel(
+        model=model, tokenizer=None, adapter=adapter_for(model), source=source,
+        description=source, fingerprint=model_fingerprint(model, source),
+        device=torch.device("cpu"), dtype=torch.float32,
+    )
+
+
+def make_any_lm(arch: str, *, seed: int = 0, layers: int = 2) -> LoadedModel:
+    """`make_lm` for FAMILY_ARCHS and EXTRA_ARCHS alike."""
+    if arch in EXTRA_ARCHS:
+        return make_lm_from_config(extra_tiny_config(arch, layers), seed=seed)
+    return make_lm(arch, seed=seed, layers=layers)
