@@ -577,6 +577,9 @@ def check_context(lm, windows_or_seqlen, what: str) -> None:
     if adapter.positions == "learned":
         why = (f"{model_type} learns one position embedding per position ({field_name} = "
                f"{limit}), so a longer window cannot run at all")
+    elif adapter.positions == "unknown":
+        why = (f"{model_type} was built for {limit} positions ({field_name}); a longer window "
+               "either cannot run or measures a perplexity outside the trained context")
     else:
         why = (f"{model_type} uses rotary position embeddings (RoPE) and was trained for "
                f"{limit} positions ({field_name}): a longer window would run, but its "
