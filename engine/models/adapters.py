@@ -234,7 +234,8 @@ class ModelAdapter:
     # relative module name inside a block -> kind (its role), in the block's execution order
     linear_kinds: dict[str, str] = {}
     # "learned": one trained embedding per position (a longer input cannot run);
-    # "rotary": RoPE (runs past the trained context, but the numbers mean something else)
+    # "rotary": RoPE (runs past the trained context, but the numbers mean something else);
+    # "unknown": a generic model
     positions: str = "rotary"
     grouped_kv: bool = False  # num_key_value_heads may be fewer than num_attention_heads
     structured: bool = True  # structured pruning knows the family's head / channel layout
@@ -312,6 +313,7 @@ class GenericAdapter(ModelAdapter):
 
     family = "generic"
     structured = False
+    positions = "unknown"  # learned or rotary: the module tree does not say
 
     def __init__(self, blocks_path: str = "") -> None:
         self.blocks_path = blocks_path
@@ -374,7 +376,9 @@ class MixtralAdapter(LlamaAdapter):
 
     family = "moe"
     model_types = ("mixtral", "qwen2_moe")
-    structured = False
+    # attention units as LLaMA; MLP channels of stacked experts (every expert equally many);
+    # a dense MLP or shared expert beside the experts (Qwen2-MoE) refuses MLP pruning
+    structured = True
     linear_kinds = {k: v for k, v in LlamaAdapter.linear_kinds.items()
                     if k.startswith("self_attn.")}
 
@@ -498,7 +502,7 @@ def is_causal_lm_type(model_type: str | None) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:  # pragma: no cover - transformers is a dependency
         return False
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or _is_encoder_type(model_type):
         return False
     try:
         config = AutoConfig.for_model(model_type)
@@ -526,10 +530,20 @@ def unsupported_error(model_type: str | None, architectures=None,
         + _supported_sentence())
 
 
+def _is_encoder_type(model_type: str | None) -> bool:
+    """BERT, RoBERTa, BART, …: encoders (or encoder-decoders) that also have a causal-LM head
+    class; their blocks attend both ways, so they are not decoder-only LMs."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
 def _is_causal_lm_instance(model: nn.Module) -> bool:
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:  # pragma: no cover
+        return False
+    if _is_encoder_type(getattr(getattr(model, "config", None), "model_type", None)):
         return False
     names = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
              for n in ((v,) if isinstance(v, str) else v)}

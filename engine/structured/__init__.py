@@ -10,9 +10,14 @@
     # or, without Prune Studio: AutoModelForCausalLM.from_pretrained("out/",
     #                                                     trust_remote_code=True)
 
-Modules: groups (coupled units per architecture), importance (scores), plan (selection,
-shrink, config, realised ratios, structure key), apply (prune_structured), checks
+Modules: families (one layout entry per model family: where heads and MLP channels live),
+units (Member / GroupSet data), groups (coupled units of a block), importance (scores), plan
+(selection, shrink, config, realised ratios, structure key), apply (prune_structured), checks
 (check_structured_spec), export (save / load; the shipped modeling_prunestudio.py).
+
+Families: llama (LLaMA, Mistral, Qwen 2 / 3, SmolLM3, Granite), gemma, olmo2, phi3, phi,
+falcon, moe (Mixtral; Qwen2-MoE attention only), opt, gpt_neox, gpt2. A model found by generic
+discovery is refused with the list (`families.layout_for`).
 """
 
 from prunestudio.engine.structured.apply import StructuredInfo, is_structured, prune_structured

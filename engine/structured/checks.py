@@ -11,6 +11,7 @@ from typing import Any
 
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.structured.apply import is_structured, structured_options
+from prunestudio.engine.structured.families import layout_for
 from prunestudio.engine.structured.groups import block_groups
 from prunestudio.engine.structured.plan import (
     CONFIG_KEY,
@@ -61,12 +62,14 @@ def check_structured_spec(source: LoadedModel | nn.Module | Any, spec: Candidate
     parameterless meta-device model, before loading any weights). Cheap: no importance, no
     calibration, nothing changes. Checks the block range, the per-layer ratio lists, the
     attention layout, and that no ratio removes every unit of a block (with the rounding the
-    run uses) or more parameters than the pruned blocks hold — exactly the counts
-    `prune_structured` would compute."""
+    run uses) or more parameters than the pruned blocks hold, and that the family's layout
+    allows what is asked (structured pruning needs a family adapter; e.g. Falcon with alibi
+    takes MLP pruning only) — exactly the counts and refusals `prune_structured` would meet."""
     if not is_structured(spec):
         return
     opts = structured_options(spec)
     model, adapter = _structure_of(source)
+    layout_for(adapter, model)  # a family whose heads and channels are known (else: which are)
     n = adapter.num_blocks(model)
     blocks = range(n) if opts.per_layer else pruned_blocks(n, opts)
     groups = {b: block_groups(adapter, model, b, opts.attention_unit) for b in blocks}

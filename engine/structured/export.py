@@ -3,12 +3,16 @@
 `export_pruned` writes a normal Hugging Face folder (`save_pretrained`, safetensors). The config
 carries `prunestudio_structured` with every layer's widths:
 
-- uniform widths that the family's config can express (LLaMA-like: heads, KV heads, head_dim,
-  intermediate_size; OPT / GPT-NeoX / GPT-2: the MLP width, heads untouched) — the config's
-  fields are updated and plain `AutoModelForCausalLM.from_pretrained(path)` rebuilds it;
-- otherwise (widths that differ per layer, or fewer heads on OPT / GPT-NeoX / GPT-2, whose
-  configs derive the head size from hidden_size / heads) the config keeps the original widths
-  and the folder is made self-describing: it ships `modeling_prunestudio.py` (a copy of
+- uniform widths that the family's config can express (`plan.plain_config_fields`): the MLP
+  width (intermediate_size, ffn_dim, n_inner, ffn_hidden_size; per expert for Mixtral) always;
+  fewer heads only where the config class declares num_attention_heads, num_key_value_heads
+  and head_dim (LLaMA, Mistral, Qwen 3, Gemma, Mixtral) and its own validation accepts them —
+  the config's fields are updated and plain `AutoModelForCausalLM.from_pretrained(path)`
+  rebuilds it;
+- otherwise (widths that differ per layer, or fewer heads on a family whose config derives the
+  head size from hidden_size / heads: Qwen2, OLMo 2, Phi-3, Phi-2, Falcon, OPT, GPT-NeoX,
+  GPT-2; or Gemma 2 / 3 heads that do not divide hidden_size) the config keeps the original
+  widths and the folder is made self-describing: it ships `modeling_prunestudio.py` (a copy of
   `engine/structured/modeling_prunestudio.py` naming the model's own transformers classes), and
   config.json gains `auto_map` and `pruned_widths` (per block: num_attention_heads,
   num_key_value_heads, head_dim, intermediate_size), so plain transformers loads it:
@@ -257,9 +261,13 @@ def _resize_to(model: nn.Module, layers: list[dict[str, int]]) -> None:
         if want["head_dim"] != s.head_dim:
             raise StructureError(f"layer {b}: recorded head_dim {want['head_dim']} but the "
                                  f"config builds {s.head_dim}")
+        mlp = mlp_groups(adapter, model, b)
+        if mlp.partition is not None:  # experts: the last channels of every expert
+            drop = mlp.partition[:, want["mlp"]:].reshape(-1).tolist()
+        else:
+            drop = range(want["mlp"], mlp.n_units)
         steps = [StructuredPlan("kv_group", {b: BlockPlan(
-            b, tuple(range(want["kv_heads"], s.n_kv_heads)),
-            tuple(range(want["mlp"], mlp_groups(adapter, model, b).n_units)))})]
+            b, tuple(range(want["kv_heads"], s.n_kv_heads)), tuple(sorted(drop)))})]
         rep = want["heads"] // want["kv_heads"]
         if rep < s.rep:  # then equal query heads per KV group
             part = torch.arange(want["kv_heads"] * s.rep).view(want["kv_heads"], s.rep)

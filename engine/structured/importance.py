@@ -112,7 +112,7 @@ def _salience(importance: str, w: torch.Tensor, t: TaylorStats | None,
 
 
 def _gather(member: Member, s: torch.Tensor) -> torch.Tensor:
-    """Σ of the salience `s` over each unit's slice of this member: shape (units,)."""
+    """Σ of the salience `s` over each covered unit's slice of this member: (covered units,)."""
     line = s.sum(dim=1 - member.axis)  # one value per row (axis 0) or column (axis 1)
     return line[member.index.to(line.device)].sum(dim=1)
 
@@ -153,6 +153,30 @@ def aggregate(scores: list[torch.Tensor], how: str) -> torch.Tensor:
     raise ValueError(f"unknown aggregation {how!r}; allowed: {', '.join(AGGREGATIONS)}")
 
 
+def _aggregate_covered(groups: GroupSet, per_member: list[torch.Tensor], how: str
+                       ) -> torch.Tensor:
+    """`aggregate` over the members that cover each unit (mixture of experts: a channel is in
+    its own expert's members only), in execution order."""
+    table = torch.full((len(per_member), groups.n_units), float("nan"), dtype=torch.float64)
+    for row, (m, s) in enumerate(zip(groups.members, per_member, strict=True)):
+        table[row, torch.arange(groups.n_units) if m.units is None else m.units] = s
+    covered = ~table.isnan()
+    if not bool(covered.any(0).all()):
+        raise RuntimeError(f"block {groups.block}: some {groups.kind} units have no member")
+    if how == "sum":
+        return table.nansum(0)
+    if how == "mean":
+        return table.nansum(0) / covered.sum(0)
+    if how == "max":
+        return table.masked_fill(~covered, float("-inf")).max(0).values
+    if how == "prod":
+        return table.masked_fill(~covered, 1.0).prod(0)
+    if how == "last":
+        order = torch.arange(len(per_member)).unsqueeze(1) * covered
+        return table.gather(0, order.max(0).values.unsqueeze(0))[0]
+    raise ValueError(f"unknown aggregation {how!r}; allowed: {', '.join(AGGREGATIONS)}")
+
+
 def group_scores(groups: GroupSet, importance: str, aggregation: str = "sum", *,
                  taylor: dict[str, TaylorStats] | None = None,
                  x_sqnorm: dict[str, torch.Tensor] | None = None,
@@ -168,7 +192,12 @@ def group_scores(groups: GroupSet, importance: str, aggregation: str = "sum", *,
                       coefficients=coefficients)
         for m in groups.members
     ]
-    out = aggregate(per_member, aggregation)
-    check_finite(out, f"{importance}/{aggregation} importance of block {groups.block} "
-                      f"{groups.kind} units")
+    what = f"{importance}/{aggregation} importance of block {groups.block} {groups.kind} units"
+    if all(m.units is None for m in groups.members):
+        out = aggregate(per_member, aggregation)
+    else:  # checked before the aggregation skips uncovered (NaN) cells
+        for s in per_member:
+            check_finite(s, what)
+        out = _aggregate_covered(groups, per_member, aggregation)
+    check_finite(out, what)
     return out

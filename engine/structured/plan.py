@@ -16,6 +16,7 @@ with every candidate (`realised_ratios`), so that is always visible.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections.abc import Sequence
@@ -24,12 +25,12 @@ from typing import Any
 
 import torch
 from prunestudio.engine.models.adapters import ModelAdapter, PrunableLinear
+from prunestudio.engine.structured import families as fam
 from prunestudio.engine.structured.groups import (
+    Extra,
     GroupSet,
     StructureError,
-    attention_shape,
     block_groups,
-    mlp_width,
 )
 from torch import nn
 
@@ -99,12 +100,11 @@ def pruned_blocks(n_blocks: int, opts: StructuredOptions) -> range:
     return range(opts.block_start, end)
 
 
-def _steps(att: GroupSet) -> tuple[int, int]:
+def _steps(groups: GroupSet) -> tuple[int, int]:
     """(removal steps available, parameters per step): query_head mode removes one head from
-    every KV group per step, so GQA stays consistent."""
-    if att.unit == "query_head":
-        return att.shape.rep, att.shape.n_kv_heads * att.params_per_unit
-    return att.n_units, att.params_per_unit
+    every KV group per step, so GQA stays consistent; a mixture of experts one channel from
+    every expert."""
+    return groups.steps()
 
 
 UNIT_NOUNS = {"kv_group": "KV groups", "query_head": "query heads", "head": "heads",
@@ -147,6 +147,34 @@ def _check_count(block: int, what: str, k: int, avail: int, ratio: float, hint: 
         )
 
 
+def _check_allowed(groups: GroupSet, ratio: float, source: str) -> None:
+    """Refuse a nonzero ratio for a kind the model's layout cannot prune (saying why and what
+    is allowed)."""
+    if ratio > 0 and groups.refusal:
+        what = "attention" if groups.kind == "attention" else "MLP"
+        raise StructureError(f"{what} pruning ({source}) is not possible: {groups.refusal}")
+
+
+def _is_multi_query(att: GroupSet) -> bool:
+    s = att.shape
+    return att.unit == "kv_group" and s is not None and s.n_kv_heads == 1 and s.rep > 1
+
+
+def _check_multi_query(att: GroupSet, ratio: float, source: str, off: str, every: bool) -> None:
+    """KV groups of a multi-query model (`every` pruned block has one KV head serving several
+    query heads): that head is all of the attention, so a nonzero ratio (that did not already
+    fail as removing every unit) would remove nothing in any block; say which unit can be
+    pruned instead. (One block left with a single KV group by an earlier pruning just realises
+    0, as any ratio that rounds to no unit.)"""
+    if every and ratio > 0 and _is_multi_query(att):
+        s = att.shape
+        raise StructureError(
+            f"block {att.block}: its {s.n_heads} query heads share one KV head (multi-query "
+            f"attention), so attention_unit = 'kv_group' ({source}) can only keep that head or "
+            "remove the whole attention; allowed: attention_unit = 'query_head' (removes query "
+            f"heads, the shared KV head stays) or {off}")
+
+
 def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOptions,
                 sparsity: float, total_params: int, n_blocks: int) -> Counts:
     """How many attention steps and MLP channels each block loses (`unit_count` rounding).
@@ -160,10 +188,13 @@ def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOp
     mlp_r: dict[int, float] = {}
     hint_att = {b: ("query heads per KV group" if a.unit == "query_head" else
                     "KV groups" if a.shape.rep > 1 else "heads") for b, (a, _) in groups.items()}
+    hint_mlp = {b: "channels per expert" if m.partition is not None else "channels"
+                for b, (_, m) in groups.items()}
     first = next(iter(groups.values()))[0] if groups else None
+    mqa = bool(groups) and all(_is_multi_query(a) for a, _ in groups.values())
     counts = Counts(att_k, mlp_k, {}, att_r, mlp_r,
                     {b: math.prod(_steps(a)) for b, (a, _) in groups.items()},
-                    {b: m.n_units * m.params_per_unit for b, (_, m) in groups.items()},
+                    {b: math.prod(_steps(m)) for b, (_, m) in groups.items()},
                     attention_unit_name(first) if first is not None else opts.attention_unit)
     if opts.per_layer:
         ratios = {}
@@ -175,40 +206,54 @@ def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOp
             ratios[name] = values or [0.0] * n_blocks
         for b, (att, mlp) in groups.items():
             steps, _ = _steps(att)
+            channels, _ = _steps(mlp)
             ra, rm = ratios["attention_ratios"][b], ratios["mlp_ratios"][b]
             att_r[b] = ra if opts.attention else 0.0
             mlp_r[b] = rm if opts.mlp else 0.0
+            _check_allowed(att, att_r[b], f"attention_ratios[{b}] = {ra:g}")
+            _check_allowed(mlp, mlp_r[b], f"mlp_ratios[{b}] = {rm:g}")
             att_k[b] = unit_count(att_r[b], steps)
-            mlp_k[b] = unit_count(mlp_r[b], mlp.n_units)
+            mlp_k[b] = unit_count(mlp_r[b], channels)
             _check_count(b, "attention", att_k[b], steps, ra, hint_att[b],
                          f"option attention_ratios[{b}] = {ra:g}",
                          f"Allowed: attention_ratios[{b}] ≤ {max_ratio(steps):.4g} "
                          "(0 leaves the block's attention whole)")
-            _check_count(b, "MLP", mlp_k[b], mlp.n_units, rm, "channels",
+            _check_multi_query(att, att_r[b], f"attention_ratios[{b}] = {ra:g}",
+                               f"attention_ratios[{b}] = 0", mqa)
+            _check_count(b, "MLP", mlp_k[b], channels, rm, hint_mlp[b],
                          f"option mlp_ratios[{b}] = {rm:g}",
-                         f"Allowed: mlp_ratios[{b}] ≤ {max_ratio(mlp.n_units):.4g} "
+                         f"Allowed: mlp_ratios[{b}] ≤ {max_ratio(channels):.4g} "
                          "(0 leaves the block's MLP whole)")
         counts.target = {"kind": "per_layer"}
         return counts
     if opts.ratio == "groups":
         for b, (att, mlp) in groups.items():
             steps, _ = _steps(att)
+            channels, _ = _steps(mlp)
             att_r[b] = sparsity if opts.attention else 0.0
             mlp_r[b] = sparsity if opts.mlp else 0.0
+            _check_allowed(att, att_r[b], f"sparsity = {sparsity:g}")
+            _check_allowed(mlp, mlp_r[b], f"sparsity = {sparsity:g}")
             att_k[b] = unit_count(att_r[b], steps)
-            mlp_k[b] = unit_count(mlp_r[b], mlp.n_units)
+            mlp_k[b] = unit_count(mlp_r[b], channels)
             src = f"sparsity = {sparsity:g} read as a group ratio (ratio = 'groups')"
             _check_count(b, "attention", att_k[b], steps, sparsity, hint_att[b], src,
                          f"Allowed: sparsity ≤ {max_ratio(steps):.4g} for this block, "
                          "attention = false, or a pruned range without it (block_start / "
                          "block_end)")
-            _check_count(b, "MLP", mlp_k[b], mlp.n_units, sparsity, "channels", src,
-                         f"Allowed: sparsity ≤ {max_ratio(mlp.n_units):.4g} for this block, "
+            _check_multi_query(att, att_r[b], f"sparsity = {sparsity:g}", "attention = false",
+                               mqa)
+            _check_count(b, "MLP", mlp_k[b], channels, sparsity, hint_mlp[b], src,
+                         f"Allowed: sparsity ≤ {max_ratio(channels):.4g} for this block, "
                          "mlp = false, or a pruned range without it (block_start / block_end)")
         counts.target = {"kind": "groups", "group_ratio": sparsity}
         return counts
     # ratio = params: solve for the group ratios that remove `sparsity` of all parameters
     target = sparsity * total_params
+    for att, mlp in groups.values():
+        src = f"sparsity = {sparsity:g} (ratio = 'params')"
+        _check_allowed(att, 1.0 if opts.attention else 0.0, src)
+        _check_allowed(mlp, 1.0 if opts.mlp else 0.0, src)
     att_avail = sum(counts.attention_params.values()) if opts.attention else 0
     mlp_avail = sum(counts.mlp_params.values()) if opts.mlp else 0
     if target >= att_avail + mlp_avail:
@@ -229,60 +274,75 @@ def plan_counts(groups: dict[int, tuple[GroupSet, GroupSet]], opts: StructuredOp
         att_r[b] = ga if opts.attention else 0.0
         att_k[b] = unit_count(att_r[b], steps)
         _check_count(b, "attention", att_k[b], steps, ga, hint_att[b], src, fix)
+        _check_multi_query(att, att_r[b], f"sparsity = {sparsity:g}", "attention = false", mqa)
         removed += att_k[b] * per
     gm = max(0.0, (target - removed) / mlp_avail) if opts.mlp else 0.0
     for b, (_, mlp) in groups.items():
+        channels, _ = _steps(mlp)
         mlp_r[b] = gm
-        mlp_k[b] = unit_count(gm, mlp.n_units)
-        _check_count(b, "MLP", mlp_k[b], mlp.n_units, gm, "channels", src, fix)
+        mlp_k[b] = unit_count(gm, channels)
+        _check_count(b, "MLP", mlp_k[b], channels, gm, hint_mlp[b], src, fix)
     counts.target = {"kind": "params", "param_ratio": sparsity, "solved_group_ratio": g0,
                      "solved_mlp_ratio": gm}
     return counts
 
 
+def _lowest(scores: torch.Tensor, k: int) -> list[int]:
+    return sorted(torch.sort(scores, stable=True).indices[:k].tolist()) if k else []
+
+
+def _lowest_per_part(groups: GroupSet, scores: torch.Tensor, k: int) -> list[int]:
+    """The k lowest-scoring units (stable: ties go to the lower index); with a partition, the k
+    lowest inside every part."""
+    if not k:
+        return []
+    if groups.partition is None:
+        return _lowest(scores, k)
+    out: list[int] = []
+    for row in groups.partition:
+        out += [int(row[i]) for i in _lowest(scores[row], k)]
+    return sorted(out)
+
+
 def select_units(att: GroupSet, mlp: GroupSet, att_scores: torch.Tensor | None,
                  mlp_scores: torch.Tensor | None, k_att: int, k_mlp: int) -> BlockPlan:
-    """The lowest-scoring units (stable: ties go to the lower index)."""
-    def lowest(scores: torch.Tensor, k: int) -> list[int]:
-        return sorted(torch.sort(scores, stable=True).indices[:k].tolist()) if k else []
-
-    attention: list[int] = []
-    if k_att:
-        part = att.kv_partition
-        if part is None:
-            attention = lowest(att_scores, k_att)
-        else:  # the k lowest query heads inside every KV group
-            for row in part:
-                attention += [int(row[i]) for i in lowest(att_scores[row], k_att)]
-    mlp_units = lowest(mlp_scores, k_mlp) if k_mlp else []
-    return BlockPlan(att.block, tuple(sorted(attention)), tuple(mlp_units))
+    """The lowest-scoring units (stable: ties go to the lower index); `k_att` / `k_mlp` count
+    removal steps (`GroupSet.steps`): with a partition, k units out of every part."""
+    return BlockPlan(att.block, tuple(_lowest_per_part(att, att_scores, k_att)),
+                     tuple(_lowest_per_part(mlp, mlp_scores, k_mlp)))
 
 
 def check_plan(att: GroupSet, mlp: GroupSet, plan: BlockPlan) -> None:
-    """Reject removals that empty a layer or leave KV groups with unequal query heads."""
+    """Reject removals that empty a layer, leave KV groups with unequal query heads (or experts
+    with unequal widths), or prune a kind the layout cannot."""
     b = plan.block
-    for what, units, n in (("attention", plan.attention, att.n_units),
-                           ("MLP", plan.mlp, mlp.n_units)):
+    for what, groups, units in (("attention", att, plan.attention), ("MLP", mlp, plan.mlp)):
+        n = groups.n_units
         bad = [u for u in units if not (0 <= u < n)]
         if bad or len(set(units)) != len(units):
             raise StructureError(f"block {b}: {what} units {list(units)} must be distinct ids "
                                  f"in [0, {n})")
+        if units and groups.refusal:
+            raise StructureError(f"block {b}: {what} pruning is not possible: {groups.refusal}")
         if units and len(set(units)) >= n:
             raise StructureError(
-                f"block {b}: removing all {n} {what} {att.unit if what == 'attention' else 'channel'}"
-                "s would leave the layer empty; at least one must stay"
-            )
-    part = att.kv_partition
-    if part is not None and plan.attention:
-        removed = set(plan.attention)
-        left = [sum(int(h) not in removed for h in row) for row in part]
-        if len(set(left)) != 1:
-            raise StructureError(
-                f"block {b}: removing query heads {sorted(removed)} leaves {left} query heads in "
-                f"its {len(left)} KV groups; grouped-query attention needs the same number of "
-                "query heads in every KV group — remove equally many per KV group, or whole KV "
-                "groups (attention_unit='kv_group')"
-            )
+                f"block {b}: removing all {n} {what} {groups.unit}s would leave the layer "
+                "empty; at least one must stay")
+        part = groups.partition
+        if part is not None and units:
+            removed = set(units)
+            left = [sum(int(u) not in removed for u in row) for row in part]
+            if len(set(left)) != 1:
+                if groups.kind == "attention":
+                    raise StructureError(
+                        f"block {b}: removing query heads {sorted(removed)} leaves {left} query "
+                        f"heads in its {len(left)} KV groups; grouped-query attention needs the "
+                        "same number of query heads in every KV group — remove equally many per "
+                        "KV group, or whole KV groups (attention_unit='kv_group')")
+                raise StructureError(
+                    f"block {b}: removing MLP channels {sorted(removed)} leaves {left} channels "
+                    f"in its {len(left)} experts; the experts' stacked weights need the same "
+                    "width in every expert — remove equally many channels per expert")
 
 
 # ------------------------------------------------------------------ physical shrink
@@ -306,6 +366,35 @@ def _slice(lin: PrunableLinear, axis: int, keep: torch.Tensor) -> None:
         module.out_features, module.in_features = out_f, in_f
 
 
+def _slice_experts(module: nn.Module, param: str, axis: int,
+                   keep: dict[int, torch.Tensor]) -> None:
+    """Replace a stacked (experts, ...) parameter by every expert's kept rows / columns of its
+    logical (out, in) weight (and output bias); every expert must keep equally many."""
+    old = getattr(module, param)
+    n = old.shape[0]
+    size = old.shape[1 + ((1 - axis) if module.is_transposed else axis)]
+    keeps = [keep.get(e, torch.arange(size)) for e in range(n)]
+    if len({len(k) for k in keeps}) != 1:
+        raise StructureError(f"experts would keep {[len(k) for k in keeps]} channels; stacked "
+                             "experts need the same width in every expert")
+    dim = (1 - axis) if module.is_transposed else axis
+    new = torch.stack([old.detach()[e].index_select(dim, k.to(old.device))
+                       for e, k in enumerate(keeps)])
+    setattr(module, param, nn.Parameter(new.clone(), requires_grad=old.requires_grad))
+    if axis == 0 and getattr(module, "has_bias", False):
+        ob = getattr(module, f"{param}_bias")
+        nb = torch.stack([ob.detach()[e].index_select(0, k.to(ob.device))
+                          for e, k in enumerate(keeps)])
+        setattr(module, f"{param}_bias", nn.Parameter(nb.clone(), requires_grad=ob.requires_grad))
+
+
+def _slice_extra(extra: Extra, keep: torch.Tensor) -> None:
+    old = getattr(extra.module, extra.param)
+    setattr(extra.module, extra.param, nn.Parameter(
+        old.detach().index_select(0, keep.to(old.device)).clone(),
+        requires_grad=old.requires_grad))
+
+
 def _removed_positions(groups: GroupSet, units: Sequence[int]) -> dict[tuple[str, int], tuple]:
     out: dict[tuple[str, int], tuple] = {}
     if not units:
@@ -314,28 +403,40 @@ def _removed_positions(groups: GroupSet, units: Sequence[int]) -> dict[tuple[str
     for m in groups.members:
         key = (m.lin.name, m.axis)
         lin, pos = out.get(key, (m.lin, set()))
-        pos |= set(m.index[ids].reshape(-1).tolist())
+        pos |= set(m.rows_of(ids).reshape(-1).tolist())
         out[key] = (lin, pos)
     return out
 
 
-def _fix_attention(adapter: ModelAdapter, model: nn.Module, block: int) -> None:
-    """Module attributes the attention forward reads (head counts, split size)."""
-    s = attention_shape(adapter, model, block)
-    blk = adapter.blocks(model)[block]
-    if adapter.family == "llama":
-        blk.self_attn.num_key_value_groups = s.rep
-    elif adapter.family == "opt":
-        blk.self_attn.num_heads = s.n_heads
-    elif adapter.family == "gpt2":
-        blk.attn.num_heads = s.n_heads
-        blk.attn.split_size = s.n_heads * s.head_dim
+def _removed_extras(groups: GroupSet, units: Sequence[int]) -> list[tuple[Extra, set[int]]]:
+    if not units:
+        return []
+    ids = torch.tensor(list(units), dtype=torch.long)
+    return [(e, set(e.index[ids].reshape(-1).tolist())) for e in groups.extras]
+
+
+def _keep(size: int, pos: set[int]) -> torch.Tensor:
+    return torch.tensor([i for i in range(size) if i not in pos], dtype=torch.long)
 
 
 def _check_shapes(s_heads: int, s_kv: int, block: int) -> None:
     if s_heads == 0 or s_kv == 0 or s_heads % s_kv:
         raise StructureError(f"block {block}: {s_heads} query heads over {s_kv} KV heads is not "
                              "a valid attention layout")
+
+
+def _fix_block(adapter: ModelAdapter, model: nn.Module, block: int, attention: bool,
+               mlp: bool) -> None:
+    """Module attributes the forward reads after a shrink (head counts, split sizes, widths)."""
+    layout = fam.layout_for(adapter, model)
+    blk = adapter.blocks(model)[block]
+    lins = fam.block_linears(adapter, model, block)
+    if attention:
+        s = fam.attention_shape(layout, blk, lins)
+        _check_shapes(s.n_heads, s.n_kv_heads, block)
+        layout.fix_attention(fam.attention_module(layout, blk), s, fam.model_config(model))
+    if mlp:
+        fam.fix_mlp(layout, blk, lins, fam.mlp_width(layout, lins))
 
 
 @torch.no_grad()
@@ -345,24 +446,34 @@ def shrink(model: nn.Module, adapter: ModelAdapter, plan: StructuredPlan) -> Non
         att, mlp = block_groups(adapter, model, b, plan.attention_unit)
         check_plan(att, mlp, bp)
         for groups, units in ((att, bp.attention), (mlp, bp.mlp)):
+            stacked: dict[tuple[int, str, int], tuple[nn.Module, dict[int, torch.Tensor]]] = {}
             for (_, axis), (lin, pos) in _removed_positions(groups, units).items():
-                size = lin.weight.shape[axis]
-                keep = torch.tensor([i for i in range(size) if i not in pos], dtype=torch.long)
-                _slice(lin, axis, keep)
-        if bp.attention:
-            _fix_attention(adapter, model, b)
-            s = attention_shape(adapter, model, b)
-            _check_shapes(s.n_heads, s.n_kv_heads, b)
-        if bp.mlp and adapter.family == "llama":
-            mlp_mod = adapter.blocks(model)[b].mlp
-            if hasattr(mlp_mod, "intermediate_size"):
-                mlp_mod.intermediate_size = mlp_width(adapter, model, b)
+                keep = _keep(lin.weight.shape[axis], pos)
+                if lin.is_expert:  # every expert's slice first, then one new 3-D parameter
+                    key = (id(lin.module), lin.param, axis)
+                    stacked.setdefault(key, (lin.module, {}))[1][lin.expert] = keep
+                else:
+                    _slice(lin, axis, keep)
+            for (_, param, axis), (module, keeps) in stacked.items():
+                _slice_experts(module, param, axis, keeps)
+            for extra, pos in _removed_extras(groups, units):
+                _slice_extra(extra, _keep(getattr(extra.module, extra.param).shape[0], pos))
+        _fix_block(adapter, model, b, bool(bp.attention), bool(bp.mlp))
 
 
 @torch.no_grad()
 def mask(model: nn.Module, adapter: ModelAdapter, plan: StructuredPlan) -> None:
-    """Zero the planned units in place (weights and output biases), shapes unchanged: the
-    reference the shrunk model must match."""
+    """Zero the planned units in place (weights, output biases, extras), shapes unchanged: the
+    reference the shrunk model must match — for every family whose layout says so
+    (`FamilyLayout.exact_mask`). OLMo 2 is refused: its q / k RMS norms average over the whole
+    projection, so a zeroed head still counts in the mean square while a removed one does not;
+    its shrunk model is the model built without those heads (norms over the kept width)."""
+    layout = fam.layout_for(adapter, model)
+    if not layout.exact_mask and any(bp.attention for bp in plan.blocks.values()):
+        raise StructureError(
+            f"{adapter.family}: zeroing attention heads is not what removing them computes (the "
+            "q / k norms average over the whole projection); compare a shrunk model with one "
+            "built without those heads instead")
     for b, bp in sorted(plan.blocks.items()):
         att, mlp = block_groups(adapter, model, b, plan.attention_unit)
         check_plan(att, mlp, bp)
@@ -370,45 +481,81 @@ def mask(model: nn.Module, adapter: ModelAdapter, plan: StructuredPlan) -> None:
             for (_, axis), (lin, pos) in _removed_positions(groups, units).items():
                 idx = torch.tensor(sorted(pos), dtype=torch.long, device=lin.weight.device)
                 lin.weight.index_fill_(axis, idx, 0.0)
-                if axis == 0 and getattr(lin.module, "bias", None) is not None:
-                    lin.module.bias.index_fill_(0, idx, 0.0)
+                if axis == 0 and lin.bias is not None:
+                    lin.bias.index_fill_(0, idx, 0.0)
+            for extra, pos in _removed_extras(groups, units):
+                p = getattr(extra.module, extra.param)
+                p.data.index_fill_(0, torch.tensor(sorted(pos), device=p.device), 0.0)
 
 
 # ------------------------------------------------------------------ config
 
 
-_MLP_FIELD = {"llama": "intermediate_size", "opt": "ffn_dim", "gpt_neox": "intermediate_size",
-              "gpt2": "n_inner"}
-
-
 def layer_widths(model: nn.Module, adapter: ModelAdapter) -> list[dict[str, int]]:
+    """Per block: heads, kv_heads, head_dim, mlp (channels; per expert for a mixture of
+    experts, whose entries also give `experts`)."""
+    layout = fam.layout_for(adapter, model)
     out = []
     for b in range(adapter.num_blocks(model)):
-        s = attention_shape(adapter, model, b)
-        out.append({"heads": s.n_heads, "kv_heads": s.n_kv_heads, "head_dim": s.head_dim,
-                    "mlp": mlp_width(adapter, model, b)})
+        blk = adapter.blocks(model)[b]
+        lins = fam.block_linears(adapter, model, b)
+        s = fam.attention_shape(layout, blk, lins)
+        widths = {"heads": s.n_heads, "kv_heads": s.n_kv_heads, "head_dim": s.head_dim,
+                  "mlp": fam.mlp_width(layout, lins)}
+        if layout.mlp == "experts":
+            widths["experts"] = fam.num_experts(lins)
+        out.append(widths)
     return out
+
+
+def plain_config_fields(model: nn.Module, adapter: ModelAdapter, layers: list[dict[str, int]],
+                        original: list[dict[str, int]]) -> dict[str, int] | None:
+    """The config fields that make plain `from_pretrained` rebuild a model of these widths, or
+    None when the config cannot express them: widths that differ per layer; fewer heads where
+    the config class declares no `head_dim` field (Phi-3, Phi-2, Falcon, Qwen2, OLMo 2, OPT,
+    GPT-NeoX, GPT-2 derive it as hidden_size / heads — an extra key only some loaders read would
+    be silently wrong elsewhere); or fields the config's own validation rejects (Gemma 2 / 3
+    want hidden_size divisible by the heads)."""
+    if not all(layer == layers[0] for layer in layers):
+        return None
+    layout = fam.layout_for(adapter, model)
+    config = model.config
+    first = layers[0]
+    fields = {layout.mlp_field: first["mlp"]}
+    heads_same = all(layer["heads"] == o["heads"] and layer["kv_heads"] == o["kv_heads"]
+                     for layer, o in zip(layers, original, strict=True))
+    if not heads_same:
+        if not all(fam.config_declares(config, f) for f in
+                   ("num_attention_heads", "num_key_value_heads", "head_dim")):
+            return None
+        fields.update(num_attention_heads=first["heads"], num_key_value_heads=first["kv_heads"],
+                      head_dim=first["head_dim"])
+    if not fam.config_declares(config, layout.mlp_field):
+        return None
+    trial = copy.deepcopy(fam.model_config(model))
+    for name, value in fields.items():
+        setattr(trial, name, value)
+    try:  # the config class's own validation, as from_pretrained will run it
+        rebuilt = type(trial).from_dict(trial.to_dict())
+    except Exception:  # noqa: BLE001 - any rejection means "not expressible"
+        return None
+    if any(getattr(rebuilt, name, None) != value for name, value in fields.items()):
+        return None
+    return fields
 
 
 def sync_config(model: nn.Module, adapter: ModelAdapter, original: list[dict[str, int]]) -> dict:
     """Record the per-layer widths in `model.config[CONFIG_KEY]`; when every layer has the same
-    widths and the family's config can express them, update the config fields too so plain
-    `from_pretrained` rebuilds the model. Returns the recorded entry."""
+    widths and the family's config can express them (`plain_config_fields`), update the config
+    fields too so plain `from_pretrained` rebuilds the model. Returns the recorded entry."""
     config = model.config
     layers = layer_widths(model, adapter)
-    fam = adapter.family
-    uniform = all(layer == layers[0] for layer in layers)
-    heads_same = all(layer["heads"] == o["heads"] and layer["kv_heads"] == o["kv_heads"]
-                     for layer, o in zip(layers, original, strict=True))
-    plain = uniform and (fam == "llama" or heads_same)
-    if plain:
-        first = layers[0]
-        setattr(config, _MLP_FIELD[fam], first["mlp"])
-        if fam == "llama":
-            config.num_attention_heads = first["heads"]
-            config.num_key_value_heads = first["kv_heads"]
-            config.head_dim = first["head_dim"]
-    entry = {"format": FORMAT, "family": fam, "plain_from_pretrained": plain,
+    fields = plain_config_fields(model, adapter, layers, original)
+    if fields is not None:
+        target = fam.model_config(model)
+        for name, value in fields.items():
+            setattr(target, name, value)
+    entry = {"format": FORMAT, "family": adapter.family, "plain_from_pretrained": fields is not None,
              "layers": layers, "original_layers": original}
     setattr(config, CONFIG_KEY, entry)
     return entry
@@ -419,10 +566,12 @@ def sync_config(model: nn.Module, adapter: ModelAdapter, original: list[dict[str
 
 def kept_units(plan: StructuredPlan, original: list[dict[str, int]]) -> list[dict[str, list[int]]]:
     """Per block, in the original numbering: the query heads, KV heads and MLP channels that
-    `plan` keeps. `original` is `layer_widths` of the model the plan was made on."""
+    `plan` keeps (for experts: expert e's channel c is e · width + c). `original` is
+    `layer_widths` of the model the plan was made on."""
     out = []
     for b, w in enumerate(original):
-        heads, kv, mlp = set(range(w["heads"])), set(range(w["kv_heads"])), set(range(w["mlp"]))
+        heads, kv = set(range(w["heads"])), set(range(w["kv_heads"]))
+        mlp = set(range(w["mlp"] * w.get("experts", 1)))
         bp = plan.blocks.get(b)
         if bp is not None:
             rep = w["heads"] // w["kv_heads"]

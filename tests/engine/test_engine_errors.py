@@ -108,6 +108,8 @@ def test_unsupported_architectures_list_the_supported_types():
         assert "llama family (model types llama, mistral" in text
     with pytest.raises(UnsupportedModelError, match="'t5'"):
         adapter_for("t5")  # an encoder-decoder: no causal-LM class
+    with pytest.raises(UnsupportedModelError, match="'bert'"):
+        adapter_for("bert")  # an encoder, though transformers has a causal-LM head for it
     with pytest.raises(UnsupportedModelError, match="'no-such-type'"):
         adapter_for("no-such-type")
     assert type(adapter_for("mistral")).__name__ == "LlamaAdapter"

@@ -44,10 +44,22 @@ CASES = {
                           mlp_ratios=[0.3, 0.0])),
     "lora_merged": ("llama", dict(importance="l1", attention_ratios=[0.0, 0.5],
                                   mlp_ratios=[0.5, 0.25])),
+    # families with their own layouts (test_structured_families.py): fused q|k|v and gate|up
+    # with per-block head counts in the layer's config (Phi-3), Falcon's multi-query fused
+    # rows, stacked experts (Mixtral), whole-projection q / k norms (OLMo 2), explicit head_dim
+    "phi3": ("phi3", dict(importance="l1", attention_ratios=[0.5, 0.0], mlp_ratios=[0.25, 0.5])),
+    "falcon": ("falcon", dict(importance="l1", attention_unit="query_head",
+                              attention_ratios=[0.5, 0.25], mlp_ratios=[0.25, 0.0])),
+    "mixtral": ("mixtral", dict(importance="l1", attention_ratios=[0.0, 0.5],
+                                mlp_ratios=[0.25, 0.5])),
+    "olmo2": ("olmo2", dict(importance="l1", attention_ratios=[0.5, 0.0], mlp_ratios=[0.0, 0.25])),
+    "gemma2": ("gemma2", dict(importance="l1", attention_ratios=[0.5, 0.0],
+                              mlp_ratios=[0.25, 0.5])),
 }
 
 # SDPA infers GQA from the tensors; eager attention reads the layer's num_key_value_groups
-ATTENTION = {"llama_query_head": "eager"}
+# (Gemma 2 has no SDPA attention in transformers 5)
+ATTENTION = {"llama_query_head": "eager", "gemma2": "eager"}
 
 # Runs with `python -I` (no script folder, no PYTHONPATH, no user site) and a finder that makes
 # every `prunestudio` import fail: the folder must load on torch + transformers alone.
