@@ -33,6 +33,21 @@ def nm_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
                "choose M dividing every width"))
 
 
+def check_token_ids(lm: LoadedModel, windows, what: str) -> None:
+    """Refuse windows holding token ids the model has no embedding for (a tokenizer that does
+    not belong to the model): every candidate would fail with an IndexError otherwise."""
+    embeddings = lm.model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None or windows.ids.numel() == 0:
+        return
+    top = int(windows.ids.max())
+    if top >= rows:
+        raise PreflightError(
+            f"{what}: the tokenizer produced token id {top}, but the model's input embedding "
+            f"has {rows} rows (ids 0..{rows - 1}); the tokenizer does not belong to this model "
+            "— give the model's own tokenizer (its folder's tokenizer files)")
+
+
 def experts_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
     """Why a spec cannot run on a model whose experts are stacked 3-D parameters, or None."""
     rec = spec.reconstruction

@@ -123,11 +123,13 @@ def check_runnable(config: StudyConfig, ctx: StudyContext) -> None:
     model's context, N:M widths, structured ratios and options, the search split. Raises a
     ValueError naming the problem (the CLI's exit 2) before anything is recorded."""
     from prunestudio.engine.models.loading import check_context
-    from prunestudio.engine.preflight import check_specs
+    from prunestudio.engine.preflight import check_specs, check_token_ids
 
     check_context(ctx.lm, ctx.calibration.seqlen, "calibration")
+    check_token_ids(ctx.lm, ctx.calibration, "calibration")
     for ev in ctx.evaluations:
         check_context(ctx.lm, ev.windows.seqlen, f"evaluation {ev.role!r}")
+        check_token_ids(ctx.lm, ev.windows, f"evaluation {ev.role!r}")
     if config.is_search:
         from prunestudio.engine.study.measurements.fitness import cut_search_split
 

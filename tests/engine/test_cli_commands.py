@@ -126,6 +126,27 @@ def test_unsupported_architecture_is_named(tmp_path):
     assert "bert" in err and "llama" in err and "gpt2" in err
 
 
+def test_a_tokenizer_that_does_not_belong_to_the_model_is_refused_before_the_study(tmp_path):
+    from tiny_models import tiny_config, tiny_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "small-vocab"
+    config = tiny_config("llama")
+    config.vocab_size = 64  # the tiny tokenizer's ids go up to 383
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    db = tmp_path / "s.db"
+    err = _error("prune", "--model", str(folder), "--store", str(db), "--quiet")
+    assert "calibration: the tokenizer produced token id" in err
+    assert "input embedding has 64 rows (ids 0..63)" in err and "does not belong" in err
+    if db.exists():  # checked before the study is recorded: nothing in the store
+        import sqlite3
+
+        con = sqlite3.connect(db)
+        assert con.execute("SELECT COUNT(*) FROM studies").fetchone() == (0,)
+        con.close()
+
+
 def _slow_study(tmp_path: Path, model_dir: Path) -> Path:
     cfg = tmp_path / "slow.toml"
     cfg.write_text(slow_study_toml(model_dir))
