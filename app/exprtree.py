@@ -16,7 +16,7 @@ from prunestudio.schema.expression_tree import (
 
 __all__ = ["expression_dot", "render_tree"]
 
-_LEAF_COLOUR = {"W": "#1f77b4", "G": "#d62728", "X": "#2ca02c"}
+_LEAF_COLOUR = {"W": "#1f77b4", "G": "#d62728", "X": "#2ca02c", "D": "#9467bd"}
 
 
 def expression_dot(text: str) -> str:

@@ -21,6 +21,26 @@ class CholeskyError(RuntimeError):
     """H (or its inverse) is not positive definite even after damping."""
 
 
+def inverse_hessian_factor(H: torch.Tensor, damp: float = 0.01, where: str = "layer",
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, dead): the upper Cholesky factor of the damped H⁻¹ and the dead inputs (H_jj = 0,
+    given H_jj = 1 first). `H` (fp32) is changed in place: dead diagonal entries and damping."""
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H.diagonal().add_(damp * torch.mean(torch.diag(H)))
+    L, info = torch.linalg.cholesky_ex(H)
+    if info.item() != 0:
+        raise CholeskyError(
+            f"sparsegpt: Cholesky of the Hessian of {where} failed (not positive definite at "
+            f"column {info.item()}); raise `damp` (now {damp}) or use more calibration samples"
+        )
+    Hinv = torch.cholesky_inverse(L)
+    U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+    if info.item() != 0:
+        raise CholeskyError(f"sparsegpt: Cholesky of H⁻¹ of {where} failed; raise `damp`")
+    return U, dead
+
+
 def sparsegpt_update(weight: torch.Tensor, hessian: torch.Tensor, target: LayerTarget,
                      blocksize: int = 128, damp: float = 0.01,
                      where: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,20 +56,8 @@ def sparsegpt_update(weight: torch.Tensor, hessian: torch.Tensor, target: LayerT
             f"sparsegpt: blocksize {blocksize} must be a multiple of M={target.nm[1]} for the "
             f"N:M pattern {target.nm[0]}:{target.nm[1]} (groups may not straddle blocks)"
         )
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
+    U, dead = inverse_hessian_factor(H, damp, where)
     W[:, dead] = 0
-    H.diagonal().add_(damp * torch.mean(torch.diag(H)))
-    L, info = torch.linalg.cholesky_ex(H)
-    if info.item() != 0:
-        raise CholeskyError(
-            f"sparsegpt: Cholesky of the Hessian of {where} failed (not positive definite at "
-            f"column {info.item()}); raise `damp` (now {damp}) or use more calibration samples"
-        )
-    Hinv = torch.cholesky_inverse(L)
-    U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-    if info.item() != 0:
-        raise CholeskyError(f"sparsegpt: Cholesky of H⁻¹ of {where} failed; raise `damp`")
     mask = torch.zeros_like(W, dtype=torch.bool)
     nm = target.nm
     for i1 in range(0, cols, blocksize):

@@ -7,7 +7,12 @@ scheduler). The definitions of the ops are in `ops.py`.
 
 from __future__ import annotations
 
+# the paper's leaves (the default search space): |W|, the gradient aggregate G, Wanda's X
 LEAVES: tuple[str, ...] = ("W", "G", "X")
+# beyond the paper, opt-in per search ([search] leaves): D, the diagonal of the upper Cholesky
+# factor of the damped inverse Hessian — what SparseGPT's mask score w² / d² divides by
+EXTRA_LEAVES: tuple[str, ...] = ("D",)
+ALL_LEAVES: tuple[str, ...] = LEAVES + EXTRA_LEAVES
 UNARY: tuple[str, ...] = (
     "sqr", "neg", "abs", "log", "exp", "sqrt", "tanh", "pow", "skip", "mms", "zsn", "norm1",
     "norm2",
@@ -15,7 +20,7 @@ UNARY: tuple[str, ...] = (
 BINARY: tuple[str, ...] = ("add", "sub", "mul", "div")
 COMMUTATIVE: frozenset[str] = frozenset({"add", "mul"})
 
-ARITY: dict[str, int] = {**{n: 0 for n in LEAVES}, **{n: 1 for n in UNARY},
+ARITY: dict[str, int] = {**{n: 0 for n in ALL_LEAVES}, **{n: 1 for n in UNARY},
                          **{n: 2 for n in BINARY}}
 
 
@@ -31,6 +36,6 @@ def is_op(name: str) -> bool:
 def allowed_names() -> str:
     """The vocabulary, for error messages."""
     return (
-        f"leaves {', '.join(LEAVES)}; unary ops {', '.join(UNARY)}; "
+        f"leaves {', '.join(ALL_LEAVES)}; unary ops {', '.join(UNARY)}; "
         f"binary ops {', '.join(BINARY)}"
     )

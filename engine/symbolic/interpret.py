@@ -18,19 +18,28 @@ def _check_leaf(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"leaf {name} must be non-negative (W is |weight|); got negative entries")
 
 
+def _column_leaf(name: str, t: torch.Tensor | None, W: torch.Tensor, what: str) -> torch.Tensor:
+    """A per-input-column leaf (X, D) as a (1, in) fp32 row on W's device."""
+    if t is None:
+        raise ValueError(f"the expression reads {name} but no {what} ({name}) were given")
+    if t.numel() != W.shape[1]:
+        raise ValueError(f"{name} has {t.numel()} entries; W has {W.shape[1]} input columns")
+    return t.to(W.device).float().reshape(1, -1)
+
+
 def leaf_tensors(tree: Node, W: torch.Tensor, X: torch.Tensor | None = None,
-                 G: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Validate and normalise the leaves the tree reads: fp32, on W's device, X as (1, in)."""
+                 G: torch.Tensor | None = None, D: torch.Tensor | None = None,
+                 ) -> dict[str, torch.Tensor]:
+    """Validate and normalise the leaves the tree reads: fp32, on W's device, X and D as
+    (1, in) rows."""
     if W.dim() != 2:
         raise ValueError(f"W must be a 2-D (out, in) tensor, got shape {tuple(W.shape)}")
     used = leaves_used(tree)
     env = {"W": W.float()}
     if "X" in used:
-        if X is None:
-            raise ValueError("the expression reads X but no input statistics (X) were given")
-        if X.numel() != W.shape[1]:
-            raise ValueError(f"X has {X.numel()} entries; W has {W.shape[1]} input columns")
-        env["X"] = X.to(W.device).float().reshape(1, -1)
+        env["X"] = _column_leaf("X", X, W, "input statistics")
+    if "D" in used:
+        env["D"] = _column_leaf("D", D, W, "inverse-Hessian diagonal")
     if "G" in used:
         if G is None:
             raise ValueError("the expression reads G but no gradient statistics (G) were given")
@@ -50,14 +59,16 @@ def _eval(tree: Node, env: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(tree: Node, *, W: torch.Tensor, X: torch.Tensor | None = None,
-             G: torch.Tensor | None = None) -> torch.Tensor:
+             G: torch.Tensor | None = None, D: torch.Tensor | None = None) -> torch.Tensor:
     """Score of every weight, (out, in) fp32.
 
     W = |weight| (out, in); X = input squared-norm sums, (in,) or (1, in); G = gradient l2
-    aggregate (out, in). All leaves must be non-negative. X and G are needed only when the tree
-    reads them, and are moved to W's device.
+    aggregate (out, in); D = the diagonal of the upper Cholesky factor of the damped inverse
+    Hessian, (in,) or (1, in) (SparseGPT's score divides w² by its square). All leaves must be
+    non-negative. X, G and D are needed only when the tree reads them, and are moved to W's
+    device.
     """
-    env = leaf_tensors(tree, W, X, G)
+    env = leaf_tensors(tree, W, X, G, D)
     out = _eval(tree, env)
     if any(out.data_ptr() == t.data_ptr() for t in env.values()):
         out = out.clone()  # `W` or `skip(W)`: never hand back the caller's own tensor

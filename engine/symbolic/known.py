@@ -1,4 +1,4 @@
-"""Published pruning metrics written as expressions over W, G, X."""
+"""Published pruning metrics written as expressions over W, G, X (and D)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ KNOWN_METRICS: dict[str, str] = {
     "pruner_zero": "mul(sqr(W),mms(G))",  # the paper's reported best, |W|²·mms(G)
     # the same metric as the authors' released best tree (data/best_tree.json)
     "pruner_zero_released": "mul(abs(mul(W,W)),mms(G))",
+    # SparseGPT's mask score w² / d² (d: inverse-Hessian Cholesky diagonal), without its OBS
+    # weight update and without its 128-column blocks: the mask score alone, per row
+    "sparsegpt_score": "div(sqr(W),sqr(D))",
 }
 
 

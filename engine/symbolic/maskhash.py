@@ -34,10 +34,12 @@ class ProbeLayer:
     weight: torch.Tensor  # (out, in)
     x_sqnorm: torch.Tensor | None = None  # (in,)
     grad: torch.Tensor | None = None  # (out, in)
+    hinv_diag: torch.Tensor | None = None  # (in,) leaf D
 
 
 def probe_layers(lm, stats, *, count: int | None = 4, names: Sequence[str] | None = None,
-                 with_x: bool = True, with_grad: bool = True) -> list[ProbeLayer]:
+                 with_x: bool = True, with_grad: bool = True,
+                 with_hessian: bool = False) -> list[ProbeLayer]:
     """Probe set from a loaded model and its `StatsCache` (dense statistics, cached).
 
     `names` picks layers explicitly; otherwise `count` layers evenly spaced over the model's
@@ -58,14 +60,19 @@ def probe_layers(lm, stats, *, count: int | None = 4, names: Sequence[str] | Non
             raise ValueError(f"probe count must be ≥ 1, got {count}")
         step = (len(linears) - 1) / max(count - 1, 1)
         chosen = [linears[round(i * step)] for i in range(count)]
-    xs = stats.dense_layer_stats() if with_x else {}
+    from prunestudio.engine.methods.symbolic import inverse_hessian_diagonal
+
+    xs = (stats.dense_layer_stats(want_hessian=with_hessian) if with_x or with_hessian
+          else {})
     grads = stats.gradients() if with_grad else {}
     return [
         ProbeLayer(
             lin.name,
             lin.weight.detach().float().clone(),
-            xs[lin.name].x_sqnorm if lin.name in xs else None,
+            xs[lin.name].x_sqnorm if with_x and lin.name in xs else None,
             grads.get(lin.name),
+            inverse_hessian_diagonal(xs[lin.name].hessian, lin.name)
+            if with_hessian and lin.name in xs else None,
         )
         for lin in chosen
     ]
@@ -75,7 +82,8 @@ def layer_mask(tree: Node, probe: ProbeLayer, sparsity: float, *,
                scope: Literal["row", "matrix"] = "row",
                nm: tuple[int, int] | None = None) -> torch.Tensor:
     """The prune mask (True = pruned) the symbolic method would give this layer."""
-    score = evaluate(tree, W=probe.weight.float().abs(), X=probe.x_sqnorm, G=probe.grad)
+    score = evaluate(tree, W=probe.weight.float().abs(), X=probe.x_sqnorm, G=probe.grad,
+                     D=probe.hinv_diag)
     check_finite(score, f"symbolic score {tree} of {probe.name}")
     if nm is not None:
         return mask_n_m(score, *nm)
@@ -92,7 +100,7 @@ def mask_hash(tree: Node, probes: Sequence[ProbeLayer], sparsity: float, *,
     Raises `NonFiniteScoreError` when the score is NaN / inf on a probe layer, as pruning would.
     """
     missing = leaves_used(tree) - {"W"} - {
-        leaf for leaf, attr in (("X", "x_sqnorm"), ("G", "grad"))
+        leaf for leaf, attr in (("X", "x_sqnorm"), ("G", "grad"), ("D", "hinv_diag"))
         if all(getattr(p, attr) is not None for p in probes)
     }
     if missing:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from prunestudio.engine.symbolic.grammar import ARITY, LEAVES, allowed_names, is_op
+from prunestudio.engine.symbolic.grammar import ALL_LEAVES, ARITY, allowed_names, is_op
 from prunestudio.engine.symbolic.tree import ExpressionError, Node
 
 MAX_NESTING = 64  # deeper text is rejected before Python's recursion limit is near
@@ -57,7 +57,7 @@ class _Parser:
             )
         word = m.group(0)
         self.pos = m.end()
-        if word.upper() in LEAVES:
+        if word.upper() in ALL_LEAVES:
             if self.peek() == "(":
                 raise self.fail(f"leaf {word.upper()!r} takes no arguments", self.pos)
             return Node(word.upper())

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prunestudio.engine.symbolic.grammar import ARITY, LEAVES, allowed_names, arity, is_op
+from prunestudio.engine.symbolic.grammar import ALL_LEAVES, ARITY, allowed_names, arity, is_op
 
 Path = tuple[int, ...]
 
@@ -140,7 +140,7 @@ def from_json(obj: object, where: str = "$") -> Node:
     if where.count("[") > MAX_JSON_NESTING:
         raise ExpressionError(f"at {where}: expression nested deeper than {MAX_JSON_NESTING} levels")
     if isinstance(obj, str):
-        if obj not in LEAVES:
+        if obj not in ALL_LEAVES:
             hint = " (ops are written as lists: [op, child, ...])" if is_op(obj) else ""
             raise ExpressionError(f"at {where}: {obj!r} is not a leaf{hint}; allowed: {allowed_names()}")
         return Node(obj)

@@ -31,7 +31,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
-from prunestudio.engine.symbolic.grammar import BINARY, LEAVES, UNARY
+from prunestudio.engine.symbolic.grammar import ALL_LEAVES, BINARY, LEAVES, UNARY
 from prunestudio.engine.symbolic.tree import Node, Path, depth, replace, walk
 
 DEFAULT_MAX_DEPTH = 8
@@ -39,9 +39,10 @@ INIT_DEPTH = (3, 5)
 
 
 def _check_leaves(leaves: Sequence[str]) -> tuple[str, ...]:
-    bad = [x for x in leaves if x not in LEAVES]
+    bad = [x for x in leaves if x not in ALL_LEAVES]
     if not leaves or bad:
-        raise ValueError(f"leaves must be a non-empty subset of {LEAVES}, got {list(leaves)}")
+        raise ValueError(f"leaves must be a non-empty subset of {ALL_LEAVES}, got "
+                         f"{list(leaves)}")
     return tuple(leaves)
 
 
@@ -112,7 +113,7 @@ def crossover(a: Node, b: Node, rng: random.Random, *, max_depth: int = DEFAULT_
 
 
 def _other_name(name: str, rng: random.Random, leaf_names: tuple[str, ...]) -> str:
-    pool = leaf_names if name in LEAVES else UNARY if name in UNARY else BINARY
+    pool = leaf_names if name in ALL_LEAVES else UNARY if name in UNARY else BINARY
     choices = [n for n in pool if n != name]
     return rng.choice(choices) if choices else name
 
