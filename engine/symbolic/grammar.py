@@ -12,7 +12,14 @@ LEAVES: tuple[str, ...] = ("W", "G", "X")
 # beyond the paper, opt-in per search ([search] leaves): D, the diagonal of the upper Cholesky
 # factor of the damped inverse Hessian — what SparseGPT's mask score w² / d² divides by
 EXTRA_LEAVES: tuple[str, ...] = ("D",)
-ALL_LEAVES: tuple[str, ...] = LEAVES + EXTRA_LEAVES
+# constants, opt-in per search ([search] constants): terminals that weight one term against
+# another (add(mul(W,sqrt(X)),mul(0.1,mul(W,G)))); a fixed set, so the space stays finite
+CONSTANTS: tuple[str, ...] = ("0.1", "0.5", "2", "10")
+ALL_LEAVES: tuple[str, ...] = LEAVES + EXTRA_LEAVES + CONSTANTS
+
+
+def is_constant(name: str) -> bool:
+    return name in CONSTANTS
 UNARY: tuple[str, ...] = (
     "sqr", "neg", "abs", "log", "exp", "sqrt", "tanh", "pow", "skip", "mms", "zsn", "norm1",
     "norm2",
@@ -36,6 +43,6 @@ def is_op(name: str) -> bool:
 def allowed_names() -> str:
     """The vocabulary, for error messages."""
     return (
-        f"leaves {', '.join(ALL_LEAVES)}; unary ops {', '.join(UNARY)}; "
+        f"leaves {', '.join(LEAVES + EXTRA_LEAVES)}; constants {', '.join(CONSTANTS)}; unary ops {', '.join(UNARY)}; "
         f"binary ops {', '.join(BINARY)}"
     )

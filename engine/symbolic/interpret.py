@@ -9,6 +9,7 @@ broadcast when they meet W or G; the result is always a contiguous (out, in) fp3
 from __future__ import annotations
 
 import torch
+from prunestudio.engine.symbolic.grammar import is_constant
 from prunestudio.engine.symbolic.ops import OPS
 from prunestudio.engine.symbolic.tree import Node, leaves_used
 
@@ -53,6 +54,8 @@ def leaf_tensors(tree: Node, W: torch.Tensor, X: torch.Tensor | None = None,
 
 def _eval(tree: Node, env: dict[str, torch.Tensor]) -> torch.Tensor:
     if tree.is_leaf:
+        if is_constant(tree.op):  # a 0-d fp32 tensor, broadcast by the ops
+            return torch.tensor(float(tree.op), dtype=torch.float32, device=env["W"].device)
         return env[tree.op]
     return OPS[tree.op].fn(*(_eval(c, env) for c in tree.children))
 

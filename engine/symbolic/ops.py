@@ -13,7 +13,11 @@ name  value                                                                   sh
 W     |weight|                                                                out × in
 G     gradient l2 aggregate sqrt(Σ_s (100·∂L_s/∂W)²)                          out × in
 X     input column squared-norm sums (Wanda's scaler_row)                     1 × in
+D     diag of the upper Cholesky factor of the damped H⁻¹ (SparseGPT's d;     1 × in
+      beyond the paper, opt-in)
 ====  =====================================================================  =========
+
+Constants 0.1, 0.5, 2 and 10 (beyond the paper, opt-in) are 0-d tensors, broadcast by the ops.
 
 Unary ops (ε = ``EPS`` = 1e-8, C = ``EXP_CLAMP`` = 50):
 

@@ -11,11 +11,18 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from prunestudio.engine.symbolic.grammar import ALL_LEAVES, ARITY, allowed_names, is_op
+from prunestudio.engine.symbolic.grammar import (
+    ALL_LEAVES,
+    ARITY,
+    CONSTANTS,
+    allowed_names,
+    is_op,
+)
 from prunestudio.engine.symbolic.tree import ExpressionError, Node
 
 MAX_NESTING = 64  # deeper text is rejected before Python's recursion limit is near
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 
 class _Parser:
@@ -50,6 +57,15 @@ class _Parser:
             raise self.fail(f"expression nested deeper than {MAX_NESTING} levels")
         self.skip_space()
         start = self.pos
+        number = _NUMBER.match(self.text, self.pos)
+        if number is not None:
+            self.pos = number.end()
+            value = float(number.group(0))
+            name = next((c for c in CONSTANTS if float(c) == value), None)
+            if name is None:
+                raise self.fail(f"constant {number.group(0)} is not one of the constants "
+                                f"{', '.join(CONSTANTS)}", start)
+            return Node(name)
         m = _NAME.match(self.text, self.pos)
         if m is None:
             raise self.fail(

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prunestudio.engine.symbolic.grammar import ALL_LEAVES, ARITY, allowed_names, arity, is_op
+from prunestudio.engine.symbolic.grammar import (
+    ALL_LEAVES,
+    ARITY,
+    allowed_names,
+    arity,
+    is_constant,
+    is_op,
+)
 
 Path = tuple[int, ...]
 
@@ -82,9 +89,9 @@ def size(tree: Node) -> int:
 
 
 def leaves_used(tree: Node) -> frozenset[str]:
-    """Which of W, G, X the expression reads."""
+    """Which inputs (W, G, X, D) the expression reads; constants are not inputs."""
     if tree.is_leaf:
-        return frozenset({tree.op})
+        return frozenset() if is_constant(tree.op) else frozenset({tree.op})
     return frozenset().union(*(leaves_used(c) for c in tree.children))
 
 

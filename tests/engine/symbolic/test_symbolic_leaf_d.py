@@ -119,3 +119,39 @@ def test_mask_hash_of_a_d_expression_needs_probes_with_d():
     assert mask_hash(tree, probes, 0.5) == mask_hash(parse("sqrt(div(sqr(W),sqr(D)))"),
                                                      probes, 0.5)
     assert mask_hash(tree, probes, 0.5) != mask_hash(parse("W"), probes, 0.5)
+
+
+# ---------------------------------------------------------------- constants (opt-in)
+
+
+def test_constants_parse_print_and_evaluate_as_their_values():
+    from prunestudio.engine.symbolic import evaluate, from_json, to_json
+
+    tree = parse("add(mul(W,sqrt(X)),mul(0.10,mul(W,G)))")
+    assert str(tree) == "add(mul(W,sqrt(X)),mul(0.1,mul(W,G)))"
+    assert from_json(to_json(tree)) == tree and parse(str(tree)) == tree
+    assert leaves_used(tree) == frozenset({"W", "X", "G"})  # constants are not inputs
+    torch.manual_seed(1)
+    W, X, G = torch.rand(4, 6), torch.rand(6), torch.rand(4, 6)
+    expect = W * X.sqrt().reshape(1, -1) + 0.1 * (W * G)
+    assert torch.allclose(evaluate(tree, W=W, X=X, G=G), expect)
+    assert torch.equal(evaluate(parse("10"), W=W), torch.full((4, 6), 10.0))
+    with pytest.raises(ValueError, match=r"constant 3 is not one of the constants 0\.1, 0\.5, "
+                       r"2, 10"):
+        parse("mul(3,W)")
+
+
+def test_constants_enter_a_search_only_when_its_leaves_include_them():
+    from prunestudio.engine.symbolic.grammar import CONSTANTS
+
+    rng = random.Random(5)
+    paper = ramped_half_and_half(rng, 200)
+    assert not any(n.op in CONSTANTS for t in paper for n in _nodes(t))
+    extended = ramped_half_and_half(rng, 200, leaves=("W", "X", *CONSTANTS))
+    assert any(n.op in CONSTANTS for t in extended for n in _nodes(t))
+
+
+def _nodes(tree):
+    yield tree
+    for c in tree.children:
+        yield from _nodes(c)

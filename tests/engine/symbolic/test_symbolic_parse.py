@@ -87,7 +87,7 @@ def test_nodes_are_well_formed_by_construction():
         ("W(X)", 1, ["leaf 'W' takes no arguments"]),
         ("sqrt", 4, ["'sqrt' needs 1 argument(s) in parentheses"]),
         ("__import__('os')", 0, ["unknown name '__import__'"]),
-        ("1+2", 0, ["expected a leaf or an op name"]),
+        ("1+2", 0, ["constant 1 is not one of the constants 0.1, 0.5, 2, 10"]),
     ],
 )
 def test_parse_errors_are_clear_and_positioned(text, position, fragments):
