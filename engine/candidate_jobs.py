@@ -32,8 +32,14 @@ def recorded_candidate(store_path: str | Path, candidate_id: int, action: str, *
 
 
 def recorded_config(study: dict[str, Any]) -> StudyConfig:
-    """The config a study recorded, parsed."""
-    return parse_config(study["config"], f"(study {study['name']})")
+    """The config a study recorded, parsed. A search recorded before the noise-aware fitness
+    existed (its recorded [search] has no `noise_aware`) keeps the search it was started with:
+    the paper's, `noise_aware = false` — a resume never changes a search's rules midway."""
+    raw = study["config"]
+    search = raw.get("search") if isinstance(raw, dict) else None
+    if isinstance(search, dict) and "noise_aware" not in search:
+        raw = {**raw, "search": {**search, "noise_aware": False}}
+    return parse_config(raw, f"(study {study['name']})")
 
 
 def candidate_context(store_path: str | Path, cand: dict[str, Any], study: dict[str, Any],

@@ -16,6 +16,7 @@ from prunestudio.store import Store, queries
 from prunestudio.store.records import candidate_record, study_record
 
 from prunestudio.schema import (
+    SEARCH_FULL_ROLE,
     SEARCH_ROLE,
     Candidate,
     Metric,
@@ -63,7 +64,7 @@ def eval_roles(study: Study, cands: Sequence[Candidate]) -> list[str]:
     roles = list(study.evaluation_roles)
     for c in cands:
         for role in c.ppl_by_role:
-            if role not in roles and role != SEARCH_ROLE:
+            if role not in roles and role not in (SEARCH_ROLE, SEARCH_FULL_ROLE):
                 roles.append(role)
     return roles
 
@@ -145,9 +146,12 @@ def search_summary(study: Study | Mapping[str, Any],
     total = counts["evaluated"] + counts["reused"]
     scored = [(f, c.idx, c) for c in cands if c.is_search_candidate
               and (f := _fitness(c)) is not None]
-    best = min(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
     finalists = sorted((c for c in cands if c.finalist_rank is not None),
                        key=lambda c: c.finalist_rank or 0)
+    # the search's own choice: its first finalist (ranked noise-aware, re-measured fitness
+    # first); without finalists, the lowest search PPL
+    best = (finalists[0] if finalists and finalists[0].is_search_candidate
+            else min(scored, key=lambda t: (t[0], t[1]))[2] if scored else None)
     return {
         **counts,
         "reused_by": by_how,
@@ -204,6 +208,9 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
             table.add_column(col, overflow="fold", min_width=min(widest, 56))
         else:
             table.add_column(col, justify=justify)
+    remeasured = any(SEARCH_FULL_ROLE in c.ppl_by_role for c in cands)
+    if remeasured:
+        table.add_column("re-measured", justify="right")
     for r in parts + roles:
         table.add_column(f"{r} PPL", justify="right")
     table.add_column("final", justify="right")
@@ -218,6 +225,9 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         row = [str(c.id), "" if c.generation is None else str(c.generation),
                c.origin, ",".join(map(str, c.parents or [])) or "",
                _what(c), status, _fmt(_fitness(c))]
+        if remeasured:
+            full = ppl.get(SEARCH_FULL_ROLE)
+            row.append(_fmt(full.value) if full is not None else "")
         row += [_fmt(ppl[r].value) if r in ppl else "" for r in parts + roles]
         row.append(str(rank[c.id]) if c.id in rank else "")
         row.append("" if eq is None else f"{eq} ({c.equivalence})")
@@ -229,10 +239,14 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
     console.print(table)
     console.print("  search PPL: fitness on the search split (proxy"
                   + (f"; the mean of {', '.join(f'{r} PPL' for r in parts)}" if parts else "")
-                  + "); " + ", ".join(f"{r} PPL" for r in roles)
-                  + ": held-out text (full), measured for the finalists (final = rank by "
-                  "search PPL) and baselines; ≡ of: mask-equivalent to that candidate (rank key "
-                  "or identical pruned weights), its fitness reused", highlight=False)
+                  + "); "
+                  + ("re-measured: the search PPL on more windows of the same text (successive "
+                     "halving, full), which ranks the elites; " if remeasured else "")
+                  + ", ".join(f"{r} PPL" for r in roles)
+                  + ": held-out text (full), measured for the finalists (final = the search's "
+                  "rank: re-measured fitness first, differences within the noise to the simpler "
+                  "metric) and baselines; ≡ of: mask-equivalent to that candidate (rank key or "
+                  "identical pruned weights), its fitness reused", highlight=False)
     if limit > 0 and len(shown) < len(cands):
         console.print(f"  {len(cands) - len(shown)} more candidates: `--limit 0` shows all",
                       highlight=False)
@@ -249,7 +263,7 @@ def print_search_study(store: Store, study: Study, cands: list[Candidate],
         highlight=False)
     if s["best"]:
         b = s["best"]
-        console.print(f"  best by search PPL: {b['expression'] or b['label']} (candidate "
+        console.print(f"  best: {b['expression'] or b['label']} (candidate "
                       f"{b['id']}, generation {b['generation']}, {b['origin']}): "
                       f"{_fmt(b['search_ppl'])}", highlight=False)
     _protocol_lines(console, cands, [SEARCH_ROLE, *parts, *roles])

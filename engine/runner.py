@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from prunestudio.engine.study.ray_executor import WorkerPlan
 
 from prunestudio.schema.spec import CandidateSpec
-from prunestudio.schema.study_file import StudyConfig, parse_config
+from prunestudio.schema.study_file import StudyConfig
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,10 @@ def launch_study(config: StudyConfig | None, store_path: str | Path, *, name: st
         try:
             study = None
             if resume is not None:
+                from prunestudio.engine.candidate_jobs import recorded_config
+
                 study = store.get_study(resume)
-                config = parse_config(study["config"], f"(study {study['name']} in {store_path})")
+                config = recorded_config(study)
             elif config is None:
                 raise ValueError("launch_study needs a config or a study to resume")
             else:

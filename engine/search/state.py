@@ -5,9 +5,15 @@ the budget spent are functions of the recorded candidates (spec, generation, ori
 status, info, metrics), so a killed search resumes exactly where it was: the strategy's next
 proposals depend only on (seed, generation, the candidates of earlier generations).
 
-Fitness is the perplexity on the search split (metric ``ppl``, role ``search``). A candidate is
-*evaluated* when it is 'done' (a real evaluation), *reused* when it is 'skipped' with
-``info.equivalent_to`` (its masks equal an evaluated candidate's, whose fitness it carries).
+Fitness is the perplexity on the search split (metric ``ppl``, role ``search``, fidelity
+``proxy``); a candidate re-measured by successive halving also has its higher-fidelity fitness
+(``ppl``, role ``search_full`` — `HALVING_ROLE`, in the namespace of a search's objective texts
+— fidelity ``full``: every window of the extended search split, the same text), both with their
+standard errors (`search.noise`). The proxy stays the candidate's fitness for every reader,
+comparable across all candidates. A
+candidate is *evaluated* when it is 'done' (a real evaluation), *reused* when it is 'skipped'
+with ``info.equivalent_to`` (its masks equal an evaluated candidate's, whose fitness it
+carries).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prunestudio.engine.search.noise import Measured, Ranked, Ranking, rank
 from prunestudio.engine.symbolic import Node, canonical_key, parse, rank_key
 
-from prunestudio.schema import SEARCH_ROLE
+from prunestudio.schema import SEARCH_FULL_ROLE, SEARCH_ROLE
 
 BASELINE = "baseline"
+HALVING_ROLE = SEARCH_FULL_ROLE  # the higher-fidelity fitness (successive halving)
 
 
 @dataclass(frozen=True)
@@ -36,11 +44,20 @@ class Individual:
     origin: str
     parents: tuple[int, ...]
     status: str
-    fitness: float | None  # search-split PPL (evaluated or reused)
+    fitness: float | None  # search-split PPL, proxy fidelity (evaluated or reused)
     mask_hash: str | None
     equivalent_to: int | None
     key: str | None = None  # canonical_key (structural dedup)
     rank: str | None = None  # rank_key (symbolic mask equivalence)
+    proxy: Measured | None = None  # the fitness with its noise (default: `fitness` alone)
+    full: Measured | None = None  # the higher-fidelity fitness (successive halving)
+    size: int = 0  # nodes of the expression (ties go to the simpler metric)
+
+    def __post_init__(self) -> None:
+        if self.proxy is None and self.fitness is not None and math.isfinite(self.fitness):
+            object.__setattr__(self, "proxy", Measured(self.fitness))
+        if not self.size and self.expression is not None:
+            object.__setattr__(self, "size", _nodes(parse(self.expression)))
 
     @property
     def tree(self) -> Node:
@@ -66,27 +83,52 @@ class Individual:
     def has_fitness(self) -> bool:
         return self.fitness is not None and self.status in ("done", "skipped")
 
+    @property
+    def remeasured(self) -> bool:
+        """Has a higher-fidelity fitness (successive halving)."""
+        return self.full is not None
+
     @classmethod
     def from_candidate(cls, cand: dict[str, Any]) -> Individual:
         spec = cand["spec"]
         info = cand.get("info") or {}
         expression = (spec.get("options") or {}).get("expression") if spec.get(
             "method") == "symbolic" else None
-        fitness = next((m["value"] for m in cand.get("metrics", [])
-                        if m["name"] == "ppl" and m["role"] == SEARCH_ROLE), None)
+        proxy_metric, full_metric = fitness_metrics(cand.get("metrics") or [])
+        fitness = proxy_metric["value"] if proxy_metric is not None else None
         if fitness is not None and not math.isfinite(fitness):
             fitness = None
         key = rk = None
+        size = 0
         if expression is not None:
             tree = parse(expression)
-            key, rk = canonical_key(tree), rank_key(tree)
+            key, rk, size = canonical_key(tree), rank_key(tree), _nodes(tree)
         return cls(
             id=cand["id"], idx=cand["idx"], method=spec.get("method", ""),
             expression=expression, generation=cand.get("generation"),
             origin=cand.get("origin") or "", parents=tuple(cand.get("parents") or ()),
             status=cand["status"], fitness=fitness, mask_hash=info.get("mask_hash"),
             equivalent_to=info.get("equivalent_to"), key=key, rank=rk,
+            proxy=Measured.of(proxy_metric) if fitness is not None else None,
+            full=Measured.of(full_metric), size=size,
         )
+
+
+def _nodes(tree: Node) -> int:
+    return 1 + sum(_nodes(c) for c in tree.children)
+
+
+def fitness_metrics(metrics: Iterable[dict[str, Any]]
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A candidate's fitness records: (proxy, full) — ``ppl`` of role ``search`` and of role
+    `HALVING_ROLE`."""
+    proxy = full = None
+    for m in metrics:
+        if m["name"] == "ppl" and m["role"] == SEARCH_ROLE:
+            proxy = proxy or m
+        elif m["name"] == "ppl" and m["role"] == HALVING_ROLE:
+            full = full or m
+    return proxy, full
 
 
 def _order(ind: Individual) -> tuple[float, int]:
@@ -142,11 +184,19 @@ class SearchHistory:
             out.update(x for x in (ind.key, ind.expression) if x)
         return out
 
-    def population(self, before: int | None = None, size: int | None = None) -> list[Individual]:
+    def population(self, before: int | None = None, size: int | None = None,
+                   ranking: Ranking | None = None) -> list[Individual]:
         """The best distinct metrics with a fitness among the search candidates of generations
         < `before`: distinct by mask hash (mask-equivalent candidates count once, the earliest
         kept) and by structure, best fitness first, ties by recording order. This is a
-        (μ + λ) elitist population, a pure function of the records."""
+        (μ + λ) elitist population, a pure function of the records. With a `ranking` (noise-
+        aware search) the order is `noise.rank`'s: re-measured metrics first, ties within the
+        noise to the simpler metric."""
+        return self.ranked(before, size, ranking).order
+
+    def ranked(self, before: int | None = None, size: int | None = None,
+               ranking: Ranking | None = None) -> Ranked:
+        """`population` with what the noise-aware order decided among ties."""
         seen: set[str] = set()
         out = []
         for ind in sorted((i for i in self.search(before) if i.has_fitness), key=_order):
@@ -155,9 +205,11 @@ class SearchHistory:
                 continue
             seen.add(ident)
             out.append(ind)
-            if size is not None and len(out) >= size:
+            if ranking is None and size is not None and len(out) >= size:
                 break
-        return out
+        if ranking is None:
+            return Ranked(out)
+        return rank(out, ranking, size)
 
     def equivalent_by_rank_key(self, rk: str) -> Individual | None:
         """The evaluated candidate behind any candidate with this rank key (a reused one
@@ -194,8 +246,8 @@ class SearchHistory:
     def real_evaluations(self) -> int:
         return sum(1 for i in self.search() if i.evaluated)
 
-    def best(self) -> Individual | None:
-        pop = self.population(size=1)
+    def best(self, ranking: Ranking | None = None) -> Individual | None:
+        pop = self.population(size=1, ranking=ranking)
         return pop[0] if pop else None
 
 

@@ -358,15 +358,25 @@ def metric_expressions(texts: list[str], metric_from: str | None, store_path: st
 
 
 def best_metric_of_study(store_path: str, study_key: str) -> tuple[str, str]:
-    """The expression of the best symbolic candidate of a study: lowest search-split PPL (the
-    search's own choice, no held-out text involved); for a study without a search split, the
-    lowest PPL of its first evaluation role. Returns (expression, a note saying which)."""
+    """The expression of the best symbolic candidate of a study: the search's own choice (its
+    first finalist; no held-out text involved in the ranking), else the lowest search-split
+    PPL; for a study without a search split, the lowest PPL of its first evaluation role.
+    Returns (expression, a note saying which)."""
     from prunestudio.schema.study_file import ConfigError
     from prunestudio.store import open_store
 
     with open_store(store_path, readonly=True) as store:
         study = store.get_study(study_key)
         cands = store.candidates(study["id"], with_metrics=True)
+        records = store.candidate_records(study["id"])
+    # the search's own choice first: its first finalist (ranked noise-aware, re-measured
+    # fitness first), as `show` reports it
+    chosen = sorted((c for c in records if c.finalist_rank is not None and c.expression
+                     and c.origin != "baseline"), key=lambda c: c.finalist_rank or 0)
+    if chosen:
+        c = chosen[0]
+        return c.expression, (f"{c.expression} (candidate {c.id} of study {study['name']}, "
+                              "the search's first finalist)")
     roles = [e["role"] for e in (study.get("config") or {}).get("evaluation", [])]
     best = None
     for role in ("search", *roles[:1]):

@@ -9,6 +9,7 @@ __all__ = [
     "SEARCH_PART_PREFIX",
     "is_search_part",
     "search_part_roles",
+    "SEARCH_FULL_ROLE",
     "SEARCH_KINDS",
     "STUDY_STATUSES",
     "STUDY_TERMINAL",
@@ -56,6 +57,9 @@ TASK_ROLE = "task"  # lm-eval task accuracies (dataset = the task name)
 # One text of a fitness averaged over several (AdaPruner's objective): role 'search_<source>'
 # (`search_part_roles`), fidelity proxy; the mean itself has role 'search'.
 SEARCH_PART_PREFIX = "search_"
+# A search fitness re-measured at higher fidelity (successive halving: more windows of the same
+# search text, fidelity full): not a part of an averaged objective, not held-out text.
+SEARCH_FULL_ROLE = SEARCH_PART_PREFIX + "full"
 
 
 def search_part_roles(texts: list[tuple[str, str]]) -> list[str]:
@@ -73,7 +77,7 @@ def search_part_roles(texts: list[tuple[str, str]]) -> list[str]:
 
 
 def is_search_part(role: str | None) -> bool:
-    return bool(role) and role.startswith(SEARCH_PART_PREFIX)
+    return bool(role) and role.startswith(SEARCH_PART_PREFIX) and role != SEARCH_FULL_ROLE
 
 # Candidates that are references, not results: the unpruned model and the baselines a study
 # measures for comparison (origin 'baseline'). They are shown, never "the best".

@@ -214,12 +214,29 @@ def _default_search_split() -> WindowSpec:
     return WindowSpec.model_construct(source="pydoc", split="all", seqlen=256, n=4, offset=20000)
 
 
+class Halving(_Strict):
+    """Successive halving of a search's fitness (`SearchSection.noise_aware`): after each
+    generation, the `top` best distinct metrics by proxy fitness that lack a higher-fidelity
+    fitness are re-measured on `windows` search-split windows (the proxy's windows and the
+    ones after them, the same text) before they can rank as elites."""
+
+    top: int = Field(3, ge=0, description="metrics re-measured per generation: the best `top` "
+                     "by proxy fitness (0: no re-measurement)")
+    windows: int | None = Field(None, ge=2, description="windows of the higher-fidelity "
+                                "fitness: the search split extended to this many (its first "
+                                "split.n are the proxy's); default 4 × split.n")
+
+
 class SearchSection(_Strict):
-    """A search over symbolic metrics (kinds gp and random); the defaults are the paper's.
+    """A search over symbolic metrics (kinds gp and random); the defaults are the paper's,
+    except the noise-aware fitness (`noise_aware = false` is the paper's search).
 
     Fitness = perplexity on `split` (role "search", fidelity proxy) after pruning with the
     candidate's expression. `budget` counts real evaluations only: a candidate whose masks equal
-    an evaluated one's reuses that fitness and costs no budget.
+    an evaluated one's reuses that fitness and costs no budget. With `noise_aware` the best few
+    of each generation are re-measured at a higher fidelity (`halving`) before they can rank as
+    elites, and two fitness values closer than `noise_k` standard errors are ties (broken by
+    the higher-fidelity measurement, then the simpler expression, then the recording order).
     """
 
     population: int = Field(50, ge=2, description="population size (paper: 50)")
@@ -264,6 +281,15 @@ class SearchSection(_Strict):
                                  "split and on the [[evaluation]] sets, for comparison")
     max_candidates: int | None = Field(None, ge=1, description="safety cap on recorded search "
                                        "candidates (None: 10 × budget)")
+    noise_aware: bool = Field(True, description="rank by a noise-aware fitness: re-measure "
+                              "the best of each generation at higher fidelity (`halving`) and "
+                              "treat differences below `noise_k` standard errors as ties; "
+                              "false: the paper's search (one proxy fitness, exact comparisons)")
+    noise_k: float = Field(2.0, ge=0, description="two fitness values are tied when their log "
+                           "PPLs differ by less than noise_k standard errors of the difference "
+                           "(paired over the same windows; 0: exact comparisons)")
+    halving: Halving = Field(default_factory=Halving, description="successive halving: "
+                             "{ top, windows } (noise_aware only)")
 
     @field_validator("init_depth")
     @classmethod
@@ -325,7 +351,27 @@ class SearchSection(_Strict):
             if d > self.max_depth:
                 raise ValueError(f"seed metric {text} has depth {d} (simplified) > "
                                  f"max_depth {self.max_depth}")
+        if self.noise_aware and self.halving.top > 0:
+            if self.split.n is None:
+                raise ValueError("halving re-measures on more windows of the search split than "
+                                 "the proxy's: give split.n (or halving = { top = 0 })")
+            if self.halving.windows is not None and self.halving.windows <= self.split.n:
+                raise ValueError(f"halving.windows ({self.halving.windows}) must exceed "
+                                 f"split.n ({self.split.n}): the higher fidelity extends the "
+                                 "proxy's windows")
         return self
+
+    @property
+    def halving_top(self) -> int:
+        """Metrics re-measured per generation (0: no halving)."""
+        return self.halving.top if self.noise_aware else 0
+
+    @property
+    def full_windows(self) -> int | None:
+        """Windows of the higher-fidelity fitness, None without halving."""
+        if not self.halving_top or self.split.n is None:
+            return None
+        return self.halving.windows if self.halving.windows is not None else 4 * self.split.n
 
     @property
     def real_budget(self) -> int:
@@ -458,7 +504,7 @@ class PredictorSection(_Strict):
         its batch size and the budget of real evaluations (`context`: the validation's)."""
         return SearchSection.model_validate(
             {"split": self.split, "batch_size": self.batch_size, "budget": self.real_budget,
-             "finalists": 0}, context=context)
+             "finalists": 0, "noise_aware": False}, context=context)
 
 
 TPE_BASELINES = ("llm_pruner",)
@@ -552,7 +598,7 @@ class TpeSection(_Strict):
         batch size and the budget (`context`: the validation's)."""
         return SearchSection.model_validate(
             {"split": self.splits[0], "batch_size": self.batch_size, "budget": self.trials,
-             "finalists": 0}, context=context)
+             "finalists": 0, "noise_aware": False}, context=context)
 
 
 class StudyConfig(_Strict):

@@ -1,7 +1,8 @@
 """A search's second pass: the `finalists` best distinct metrics by search fitness are measured
 again on the [[evaluation]] sets (held-out text, fidelity full), metrics added to the same
 candidates. A finalist whose pruned model equals one already measured there takes its figures
-(`equivalence.held_out_from`)."""
+(`equivalence.held_out_from`). A noise-aware search picks them in its own order
+(`search.noise`: re-measured metrics first, ties within the noise to the simpler metric)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ class Finalists(Proposer):
         self._asked = False
 
     def _extra(self, rank: int) -> dict:
-        return {"stage": "finalist", "finalist_rank": rank, "selected_by": "search-split PPL"}
+        by = "search-split PPL"
+        if self.search.ranking is not None:
+            by += (f" (noise-aware: re-measured first, ties within {self.search.ranking.k:g} "
+                   "SE to the simpler metric)")
+        return {"stage": "finalist", "finalist_rank": rank, "selected_by": by}
 
     def restore(self, candidates, description) -> list[Note]:
         self.description = description
@@ -41,7 +46,8 @@ class Finalists(Proposer):
 
     def todo(self, round: Round) -> list[Item]:
         wanted, out = self._wanted(), []
-        finals = self.search.history.population(size=self.search.settings.finalists)
+        finals = self.search.history.population(size=self.search.settings.finalists,
+                                                ranking=self.search.ranking)
         for rank, ind in enumerate(finals, 1):
             have = {(m["role"], m["fidelity"]) for m in self.search.metrics[ind.id]
                     if m["name"] == "ppl"}
@@ -73,8 +79,10 @@ class Finalists(Proposer):
 
     def done_notes(self, item: Item, result: CandidateResult) -> list[Note]:
         ind = self.search.history.get(item.id)
+        search = (f"{ind.fitness:.3f} (proxy)" if self.search.ranking is None
+                  else self.search.rank_text(ind))
         return [Note(f"finalist {item.rank}: candidate {ind.id} {ind.expression}: search PPL "
-                     f"{ind.fitness:.3f} (proxy) → " + ", ".join(
+                     f"{search} → " + ", ".join(
                          f"{m['role']} {m['value']:.3f}" for m in result.metrics),
                      candidate_id=ind.id),
                 Note(f"finalist {item.rank}: {ind.expression}  search {ind.fitness:.3f}"

@@ -15,6 +15,13 @@ One iteration (generation g ≥ 1) proposes `offspring` children:
 
 Origin of a child: ``mutation`` if it was mutated after crossover, else ``crossover``; its
 parents are the two candidate ids.
+
+Noise-aware (`[search] noise_aware`, the default): the population is ordered by
+`search.noise.rank` (re-measured metrics first; fitness values within `noise_k` standard errors
+are ties, won by the simpler metric) and a tournament's winner is the drawn individual placed
+first in that order, so no parent is chosen on a difference smaller than the noise. The random
+draws are the same as the paper's; with `noise_aware = false` the order is the exact one by
+(fitness, recording order) and the proposals are the paper's search's.
 """
 
 from __future__ import annotations
@@ -33,12 +40,23 @@ from prunestudio.engine.symbolic import crossover, point_mutation
 
 
 def tournament(rng: random.Random, pool: list[Individual], size: int,
-               exclude: Individual | None = None) -> Individual:
-    """The fittest of `size` individuals drawn without replacement from `pool`."""
+               exclude: Individual | None = None,
+               position: dict[int, int] | None = None) -> Individual:
+    """The fittest of `size` individuals drawn without replacement from `pool`: the lowest
+    (fitness, recording order), or with `position` (noise-aware) the one placed first."""
+    return draw(rng, pool, size, exclude, position)[0]
+
+
+def draw(rng: random.Random, pool: list[Individual], size: int,
+         exclude: Individual | None = None, position: dict[int, int] | None = None
+         ) -> tuple[Individual, list[Individual]]:
+    """A tournament's winner and the individuals drawn (`tournament`)."""
     choices = [p for p in pool if p is not exclude] if exclude is not None and len(pool) > 1 \
         else pool
     drawn = rng.sample(choices, min(size, len(choices)))
-    return min(drawn, key=lambda i: (i.fitness, i.idx))
+    if position is None:
+        return min(drawn, key=lambda i: (i.fitness, i.idx)), drawn
+    return min(drawn, key=lambda i: position[i.id]), drawn
 
 
 class GPSearch(SymbolicSearch):
@@ -47,7 +65,9 @@ class GPSearch(SymbolicSearch):
     def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
         s = self.settings
         rng = generation_rng(self.seed, generation, "gp")
-        top = history.population(before=generation, size=s.population)[: s.top_k]
+        top = history.population(before=generation, size=s.population,
+                                 ranking=self.ranking)[: s.top_k]
+        position = {ind.id: i for i, ind in enumerate(top)} if self.ranking else None
         if not top:  # nothing survived (every candidate failed): start again at random
             for i in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
                 if batch.full:
@@ -57,18 +77,20 @@ class GPSearch(SymbolicSearch):
         for _ in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
             if batch.full:
                 return
-            a = tournament(rng, top, s.tournament_size)
-            b = tournament(rng, top, s.tournament_size, exclude=a)
+            a, drawn_a = draw(rng, top, s.tournament_size, position=position)
+            b, drawn_b = draw(rng, top, s.tournament_size, exclude=a, position=position)
             try:
                 children = crossover(a.tree, b.tree, rng, max_depth=s.max_depth)
             except ValueError:  # a parent deeper than max_depth (recorded by an older run)
                 batch.rejected += 1
                 continue
+            selection = [self._tournament_record(w, d) for w, d in ((a, drawn_a), (b, drawn_b))]
             for child in children:
                 origin = "crossover"
                 if rng.random() < s.p_mutation:
                     child = point_mutation(child, rng, leaves=s.leaves)
                     origin = "mutation"
-                batch.add(child, origin, (a.id, b.id))
+                if batch.add(child, origin, (a.id, b.id)):
+                    self.record_selection(batch.out[-1].expression, selection)
                 if batch.full:
                     return

@@ -4,6 +4,9 @@ The whole search is this module: a `SymbolicSearch` (baselines, generation 0, bu
 equivalence, finalists and summary are shared) whose later generations draw `offspring` fresh
 random trees from the initial population's depth distribution (ramped half-and-half over
 `init_depth`), origin ``random``, no parents. Same seed as a GP study → same generation 0.
+Its proposals never read a fitness; the noise-aware fitness (successive halving, ties within
+the noise) decides which metrics are re-measured, the finalists and the best, as in GP, so the
+two are compared on the same footing.
 """
 
 from __future__ import annotations

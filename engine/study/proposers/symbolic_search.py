@@ -13,9 +13,19 @@ generation ≥ 1 with proposals (see `proposers/random.py`). This base does the 
 3. each candidate: the budget (real evaluations) is checked, then mask equivalence by rank key
    (no pruning), then the executor prunes, hashes the zero pattern (a known hash → fitness
    reused) and measures the fitness (search-split PPL);
-4. stop at the budget, after `iterations` generations or at the candidate cap;
-5. **finalists** (`search.finalists`): a second pass of the loop (`proposers.finalists`);
-6. **summary**: real evaluations, reused fitness, failures, evaluations per minute.
+4. **successive halving** (`[search] noise_aware`, `halving`): after each generation a round
+   with no proposals re-measures the best `halving.top` distinct metrics by proxy fitness that
+   lack a higher-fidelity fitness — items of mode ``remeasure`` on the recorded candidates, a
+   ``fitness`` job at fidelity ``full`` (every window of the extended search split), recorded as
+   a metric added to the candidate (as finalists are). Which items is a function of the
+   records, so a killed study resumes that round with what is missing, nothing twice. A
+   metric whose pruned model equals one already re-measured (e.g. the Wanda baseline) takes
+   that figure. The ranking (`search.noise`) puts re-measured metrics first and treats
+   differences below `noise_k` standard errors as ties (the simpler metric wins);
+5. stop at the budget, after `iterations` generations or at the candidate cap;
+6. **finalists** (`search.finalists`): a second pass of the loop (`proposers.finalists`);
+7. **summary**: real evaluations, reused fitness, failures, evaluations per minute, the best
+   metric's fitness ± its standard error and whether it beats each baseline beyond the noise.
 
 Calibration of search candidates defaults to ``dense``: every candidate prunes from the dense
 model's statistics, computed once (`warm`), instead of a forward pass per candidate.
@@ -23,6 +33,7 @@ model's statistics, computed once (`warm`), instead of a forward pass per candid
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any
 
@@ -33,8 +44,21 @@ from prunestudio.engine.search.base import (
     ramped_tree,
 )
 from prunestudio.engine.search.base import Proposal as MetricProposal
-from prunestudio.engine.search.state import BASELINE, Individual, SearchHistory, saved_fraction
-from prunestudio.engine.study.equivalence import by_rank_key, fitness_reuse, known_masks
+from prunestudio.engine.search.fitness_reuse import reused_metric
+from prunestudio.engine.search.noise import Measured, Ranking, compare
+from prunestudio.engine.search.state import (
+    BASELINE,
+    Individual,
+    SearchHistory,
+    fitness_metrics,
+    saved_fraction,
+)
+from prunestudio.engine.study.equivalence import (
+    by_rank_key,
+    fitness_reuse,
+    known_masks,
+    metric_fields,
+)
 from prunestudio.engine.study.executor import CandidateResult, Job
 from prunestudio.engine.study.proposers.base import (
     Item,
@@ -72,6 +96,18 @@ class SymbolicSearch(Proposer):
         self._baselines_asked = False
         self._generation: int | None = None
         self._stopped = False
+        # noise-aware search: the ranking, successive halving (top, windows)
+        self.ranking = (Ranking(settings.noise_k, settings.halving_top > 0)
+                        if settings.noise_aware else None)
+        self.halving_top = settings.halving_top
+        self.full_n = settings.full_windows
+        self._halving: int | None = None  # the generation whose halving round is due
+        self._generation_items = 0  # candidates handled in this run by that generation's round
+        self._failed_remeasure: set[int] = set()  # re-measurements that failed in this run
+        # by-products of the last `proposals` (pure): tournaments held / decided within noise,
+        # and each child's tournaments (recorded in its info)
+        self.last_tournaments = [0, 0]
+        self.selection: dict[str, list[dict[str, Any]]] = {}
 
     @classmethod
     def from_config(cls, config) -> SymbolicSearch:
@@ -83,6 +119,8 @@ class SymbolicSearch(Proposer):
         """The proposals of `generation` (0: the initial population)."""
         batch = _Batch(history.seen(generation), self.batch_size(generation),
                        self.settings.max_depth)
+        self.last_tournaments = [0, 0]
+        self.selection = {}
         if generation == 0:
             self._initial(batch)
         else:
@@ -108,6 +146,20 @@ class SymbolicSearch(Proposer):
     def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
         """Fill `batch` with the proposals of a generation ≥ 1."""
 
+    def _tournament_record(self, winner: Individual, drawn: list[Individual]) -> dict[str, Any]:
+        """One tournament for the events and the child's info: who was drawn, who won and
+        whether the winner was tied within the noise with another drawn individual (the choice
+        then rests on fidelity / simplicity / order, not on the fitness)."""
+        tied = self.ranking is not None and any(
+            self.ranking.tied(winner, d) for d in drawn if d is not winner)
+        self.last_tournaments[0] += 1
+        self.last_tournaments[1] += tied
+        return {"drawn": [d.id for d in drawn], "winner": winner.id, "within_noise": tied}
+
+    def record_selection(self, expression: str, tournaments: list[dict[str, Any]]) -> None:
+        if self.ranking is not None:
+            self.selection[expression] = tournaments
+
     # -- state ---------------------------------------------------------------------------------
 
     def restore(self, candidates, description) -> list[Note]:
@@ -117,6 +169,7 @@ class SymbolicSearch(Proposer):
             self.tell(c)
         last = self.history.last_generation()
         self._generation = 0 if last is None else last
+        self._halving = None
         return self._describe()
 
     def tell(self, candidate: dict[str, Any]) -> None:
@@ -140,6 +193,8 @@ class SymbolicSearch(Proposer):
             if self.settings.baselines:
                 return Round([Proposal(self.settings.baseline_spec(m).canonical(), BASELINE)
                               for m in self.settings.baselines], name="baselines")
+        if self._halving is not None:
+            return Round(generation=self._halving, name="halving")
         if self._stopped:
             return None
         g = self._generation
@@ -152,18 +207,44 @@ class SymbolicSearch(Proposer):
     def todo(self, round: Round) -> list[Item]:
         if round.generation is None:
             return super().todo(round)
+        if round.name == "halving":
+            return self._halving_todo(round.generation)
         return [Item(self.candidates[i.id]) for i in self.history.generation(round.generation)
                 if i.status == "pending"]
+
+    def promotion(self, before: int) -> list[Individual]:
+        """The best `halving.top` distinct metrics by proxy fitness among generations <
+        `before` (noise-aware: ties within the noise go to the simpler metric)."""
+        proxy = None if self.ranking is None else Ranking(self.ranking.k, False)
+        return self.history.population(before=before, size=self.halving_top, ranking=proxy)
+
+    def _halving_todo(self, generation: int) -> list[Item]:
+        """Successive halving after `generation`: the promoted metrics without a
+        higher-fidelity fitness (one whose re-measurement failed in this run is not retried
+        until a resume)."""
+        return [Item(self.candidates[ind.id], mode="remeasure", rank=rank)
+                for rank, ind in enumerate(self.promotion(generation + 1), 1)
+                if ind.full is None and ind.id not in self._failed_remeasure]
 
     def end_round(self, round: Round, items: list[Item]) -> list[Note]:
         g = round.generation
         if g is None:
             return []
+        if round.name == "halving":
+            self._halving = None
+            return self._end_generation(g, bool(items) or self._generation_items > 0,
+                                        len(items))
         if not items and round.n_proposed == 0 and not self.history.generation(g):
             self._stopped = True
             return [Note(f"generation {g}: no new distinct metric could be proposed; the "
                          "search stops", level="warning")]
-        notes = [self._generation_note(g)] if items else []
+        if self.halving_top:  # its halving round first; the generation's note after it
+            self._halving, self._generation_items = g, len(items)
+            return []
+        return self._end_generation(g, bool(items))
+
+    def _end_generation(self, g: int, note: bool, remeasured: int = 0) -> list[Note]:
+        notes = [self._generation_note(g, remeasured)] if note else []
         reason = self._stop_reason(g)
         if reason:
             self._stopped = True
@@ -188,9 +269,14 @@ class SymbolicSearch(Proposer):
 
     def plan(self, item: Item) -> Job | Skip | Reuse:
         ind = self._ind(item)
+        if item.mode == "remeasure":
+            return self._plan_remeasure(item, ind)
         if not ind.is_search:  # a baseline: search split and the full evaluation sets
+            fitness = {"check_finite": False}
+            if self.full_n:  # and the higher-fidelity fitness, from the same forward
+                fitness["fidelity"] = "both"
             return Job(ind.id, item.candidate["spec"], [
-                {"name": "sparsity"}, {"name": "fitness", "settings": {"check_finite": False}},
+                {"name": "sparsity"}, {"name": "fitness", "settings": fitness},
                 {"name": "perplexity", "settings": {"protocol": {"stage": "baseline"}}},
                 *self.extra], hash_masks=True)
         if self.history.real_evaluations >= self.budget:
@@ -201,6 +287,8 @@ class SymbolicSearch(Proposer):
         info = {"expression": ind.expression, "canonical_key": ind.key,
                 "rank_key": rank_key(parse(ind.expression)),
                 "calibration": self.settings.calibration}
+        if ind.expression in self.selection:  # noise-aware GP: how its parents were chosen
+            info["tournaments"] = self.selection[ind.expression]
         ref = by_rank_key(self.history, mode, info["rank_key"])
         if ref is not None:
             info = {**info, **self.description.get("identity", {}), "label": spec.label}
@@ -210,13 +298,43 @@ class SymbolicSearch(Proposer):
                    hash_masks=True, equivalent_masks=known_masks(self.history, mode), info=info,
                    done_info={"evaluation": "real"})
 
+    def _halving_protocol(self, item: Item) -> dict[str, Any]:
+        """Recorded with a re-measured fitness: which halving round promoted it, and how."""
+        return {"stage": "halving", "after_generation": self._halving,
+                "proxy_rank": item.rank, "halving_top": self.halving_top}
+
+    def _plan_remeasure(self, item: Item, ind: Individual) -> Job | Reuse:
+        """Successive halving: the higher-fidelity fitness of a promoted metric, measured, or
+        taken from a candidate with the same pruned model that has it (e.g. a baseline)."""
+        extra = self._halving_protocol(item)
+        twin = self._full_twin(ind)
+        if twin is not None:
+            source = fitness_metrics(self.metrics[twin.id])[1]
+            metric = reused_metric(metric_fields(source), twin.id, "mask", ind.mask_hash)
+            metric["protocol"].update(extra)
+            m = Measured.of(metric)
+            return Reuse(twin.id, [metric], notes=[Note(
+                f"halving after generation {extra['after_generation']}: candidate "
+                f"{self._label(ind)}: same pruned model as candidate {twin.id}, its "
+                f"{source['n_samples']}-window search PPL {_pm(m)} reused", candidate_id=ind.id)])
+        return Job(ind.id, item.candidate["spec"], [
+            {"name": "fitness", "settings": {"fidelity": "full", "protocol": extra}}],
+            info={"expression": ind.expression, "stage": "halving"})
+
+    def _full_twin(self, ind: Individual) -> Individual | None:
+        if not ind.mask_hash:
+            return None
+        return next((o for o in self.history.individuals if o.id != ind.id
+                     and o.mask_hash == ind.mask_hash and o.full is not None), None)
+
     def reuse(self, item: Item, result: CandidateResult) -> Reuse:
         ref = self.history.get(result.equivalent_to)
         return self._reuse(self._ind(item), ref, "mask", result.info["mask_hash"], result.info)
 
     def _reuse(self, ind: Individual, ref: Individual, how: str, mask_hash: str | None,
                info: dict[str, Any]) -> Reuse:
-        reuse = fitness_reuse(ind.id, ref, self.metrics[ref.id], how, mask_hash, info)
+        proxy = fitness_metrics(self.metrics[ref.id])[0]  # the proxy figure, never the full
+        reuse = fitness_reuse(ind.id, ref, [proxy], how, mask_hash, info)
         reuse.notes = [
             Note(f"candidate {self._label(ind)}: ≡ candidate {ref.id} by {how}, search PPL "
                  f"{ref.fitness:.3f} reused", candidate_id=ind.id, progress=self.progress()),
@@ -244,22 +362,39 @@ class SymbolicSearch(Proposer):
 
     def where(self, item: Item) -> str:
         ind = self._ind(item)
+        if item.mode == "remeasure":
+            return f"before re-measuring candidate {ind.id} (halving)"
         if not ind.is_search:
             return f"before baseline {CandidateSpec.model_validate(item.candidate['spec']).label}"
         return f"before candidate {ind.id}"
 
     def done_notes(self, item: Item, result: CandidateResult) -> list[Note]:
         ind = self._ind(item)
+        if item.mode == "remeasure":
+            full = ind.full
+            return [Note(f"halving after generation {self._halving}: candidate "
+                         f"{self._label(ind)} (proxy rank {item.rank} of {self.halving_top}) "
+                         f"re-measured on {full.n} windows: search PPL {_pm(full)} (proxy "
+                         f"{_pm(ind.proxy)} on {ind.proxy.n} windows)", candidate_id=ind.id),
+                    Note(f"  g{ind.generation:<3} {'halving':<9} {full.value:>10.3f}  "
+                         f"{ind.expression}  ({full.n} windows)", console=True)]
         if not ind.is_search:
             return [Note(f"candidate {self.label(item)}: " + ", ".join(
-                f"{m['role']} {m['value']:.3f}" for m in result.metrics if m["name"] == "ppl"),
-                candidate_id=ind.id)]
-        return [Note(f"candidate {self._label(ind)}: search PPL {ind.fitness:.3f}",
+                f"{m['role']} {_pm(Measured.of(m)) if Measured.of(m) else m['value']}"
+                for m in result.metrics if m["name"] == "ppl"), candidate_id=ind.id)]
+        fitness = f"{ind.fitness:.3f}" if self.ranking is None else _pm(ind.proxy)
+        return [Note(f"candidate {self._label(ind)}: search PPL {fitness}",
                      candidate_id=ind.id, progress=self.progress()),
                 Note(f"  g{ind.generation:<3} {ind.origin:<9} {ind.fitness:>10.3f}  "
                      f"{ind.expression}", console=True)]
 
     def failed_notes(self, item: Item, result: CandidateResult) -> list[Note]:
+        if item.mode == "remeasure":
+            self._failed_remeasure.add(item.id)  # not retried in this run
+            return [Note(f"halving after generation {self._halving}: re-measuring candidate "
+                         f"{self.label(item)} failed: {result.error_summary}; it keeps its "
+                         "proxy fitness and ranks after the re-measured metrics",
+                         level="warning", candidate_id=item.id)]
         return [Note(f"candidate {self.label(item)} failed: {result.error_summary}",
                      level="error", candidate_id=item.id, progress=self.progress())]
 
@@ -275,24 +410,59 @@ class SymbolicSearch(Proposer):
                  f"{s.offspring} offspring" + (f", top-k {s.top_k}, tournament "
                                                f"{s.tournament_size}, p_mutation {s.p_mutation}"
                                                if gp else "")
-                 + f"; fitness = PPL on {w['label']} tokens from {w['offset']} ({w['n']} × "
-                 f"{w['seqlen']}, proxy) at {s.sparsity:.0%} {s.pattern}; calibration "
-                 f"{s.calibration}"
+                 + f"; fitness = PPL on {w['label']} tokens from {w['offset']} "
+                 f"({s.split.n or w['n']} × {w['seqlen']}, proxy) at {s.sparsity:.0%} "
+                 f"{s.pattern}; calibration {s.calibration}"
                  + (" (dense-model statistics computed once; no forward pass per candidate)"
                     if s.calibration == "dense" else " (a layer-by-layer forward per candidate)")
-                 + f"; equivalence {s.equivalence}")]
+                 + f"; equivalence {s.equivalence}; " + self._noise_text())]
 
-    def _generation_note(self, generation: int) -> Note:
+    def _noise_text(self) -> str:
+        s = self.settings
+        if self.ranking is None:
+            return ("noise-aware ranking off (the paper's search: one proxy fitness, exact "
+                    "comparisons; standard errors are recorded)")
+        halving = (f"the best {self.halving_top} by proxy fitness re-measured on {self.full_n} "
+                   f"windows of the same text before they rank as elites (successive halving)"
+                   if self.halving_top else "no re-measurement (halving.top = 0)")
+        ties = (f"fitness values within {s.noise_k:g} standard errors (paired over the same "
+                "windows) are ties, won by the simpler metric" if s.noise_k > 0
+                else "exact comparisons (noise_k = 0)")
+        return f"noise-aware: {halving}; {ties}"
+
+    def rank_text(self, ind: Individual) -> str:
+        """`ind`'s fitness as the search ranks it: value ± SE (windows)."""
+        m = self.ranking.measure(ind) if self.ranking is not None else ind.proxy
+        if m is None:
+            return "—"
+        return f"{_pm(m)} ({m.n or '?'} windows{', re-measured' if m is ind.full else ''})"
+
+    def _generation_note(self, generation: int, remeasured: int = 0) -> Note:
         counts = self.history.counts()
-        best = self.history.best()
+        best = self.history.best(self.ranking)
         pop = self.history.population(before=generation + 1, size=self.settings.population)
-        best_text = (f"best search PPL {best.fitness:.3f} {best.expression} (candidate {best.id})"
-                     if best else "no fitness yet")
-        return Note(
-            f"generation {generation}: {best_text}; population {len(pop)}; real evaluations "
-            f"{counts['evaluated']}/{self.budget}, reused {counts['reused']} "
-            f"({saved_fraction(counts):.0%} saved), failed {counts['failed']}, duplicates "
-            f"rejected {self.last_rejected}", progress=self.progress())
+        tail = (f"real evaluations {counts['evaluated']}/{self.budget}, reused "
+                f"{counts['reused']} ({saved_fraction(counts):.0%} saved), failed "
+                f"{counts['failed']}, duplicates rejected {self.last_rejected}")
+        if self.ranking is None:
+            best_text = (f"best search PPL {best.fitness:.3f} {best.expression} (candidate "
+                         f"{best.id})" if best else "no fitness yet")
+            return Note(f"generation {generation}: {best_text}; population {len(pop)}; {tail}",
+                        progress=self.progress())
+        best_text = (f"best search PPL {self.rank_text(best)} {best.expression} (candidate "
+                     f"{best.id})" if best else "no fitness yet")
+        k = self.settings.top_k
+        elites = self.history.ranked(before=generation + 1, size=k, ranking=self.ranking)
+        n_t, tied_t = self.last_tournaments
+        halving = (f"halving: {remeasured} re-measured on {self.full_n} windows (top "
+                   f"{self.halving_top} by proxy), {sum(i.remeasured for i in pop)} in the "
+                   "population; " if self.halving_top else "")
+        noise = (f"within the noise (k = {self.settings.noise_k:g}): {elites.ties} of "
+                 f"{len(elites.order)} elite places ({elites.moved} went to a simpler or "
+                 f"earlier metric over a better value)"
+                 + (f", {tied_t} of {n_t} tournaments" if n_t else ""))
+        return Note(f"generation {generation}: {best_text}; population {len(pop)}; {halving}"
+                    f"{noise}; {tail}", progress=self.progress())
 
     # -- passes --------------------------------------------------------------------------------
 
@@ -310,12 +480,55 @@ class SymbolicSearch(Proposer):
                       for c in self.candidates.values()
                       if c["id"] in search_ids and c["started_at"] and c["finished_at"])
         rate = counts["evaluated"] / (seconds / 60) if seconds > 0 else 0.0
-        best = self.history.best()
+        best = self.history.best(self.ranking)
+        remeasured = sum(i.remeasured for i in self.history.search())
         return [Note(
             f"search finished: {counts['candidates']} candidates, {counts['evaluated']} real "
             f"evaluations, {counts['reused']} fitness value(s) reused by mask equivalence "
             f"({saved_fraction(counts):.1%} of evaluations saved), {counts['failed']} failed, "
             f"{counts['skipped']} not evaluated; {rate:.2f} real evaluations per minute of "
             f"candidate time ({seconds / 60:.1f} min)"
-            + (f"; best {best.expression} search PPL {best.fitness:.3f}" if best else ""),
+            + (f"; {remeasured} re-measured on {self.full_n} windows (halving)"
+               if self.halving_top else "")
+            + (f"; best {best.expression} search PPL {self.rank_text(best)}" if best else "")
+            + "".join(f"; {t}" for t in self.against_baselines(best)),
             progress=1.0)]
+
+    def against_baselines(self, best: Individual | None) -> list[str]:
+        """The best metric against each pruning baseline on the same windows: the relative
+        difference, its standard error and whether it is beyond the noise (|z| ≥ k; k =
+        noise_k, or 2 where comparisons are exact)."""
+        if best is None:
+            return []
+        k = self.settings.noise_k if self.settings.noise_k > 0 else 2.0
+        out = []
+        for b in self.history.individuals:
+            if b.is_search or b.method == "dense" or b.proxy is None:
+                continue
+            label = CandidateSpec.model_validate(self.candidates[b.id]["spec"]).label
+            if best.mask_hash is not None and best.mask_hash == b.mask_hash:
+                out.append(f"vs {label}: the same pruned model (identical masks)")
+                continue
+            mine, theirs = best.proxy, b.proxy
+            if self.ranking is not None and best.full is not None and b.full is not None:
+                mine, theirs = best.full, b.full
+            c = compare(mine, theirs, k)
+            if c["z"] is None:  # fewer than two windows, or no spread at all
+                out.append(f"vs {label} {_pm(theirs)}: {c['ratio']:+.2%} (no standard error)")
+                continue
+            verdict = (("better beyond the noise" if c["ratio"] < 0 else
+                        "worse beyond the noise") if c["beyond_noise"]
+                       else "within the noise: not distinguishable")
+            pairing = (f"paired over {c['windows']} windows" if c["paired"]
+                       else "unpaired")
+            out.append(f"vs {label} {_pm(theirs)}: {c['ratio']:+.2%} ± {c['se']:.2%} "
+                       f"({pairing}, z = {c['z']:+.1f}): {verdict} (k = {k:g})")
+        return out
+
+
+def _pm(m: Measured | None) -> str:
+    """PPL ± its standard error."""
+    if m is None:
+        return "—"
+    se = m.ppl_se
+    return f"{m.value:.3f}" + (f" ± {se:.3f}" if se is not None and math.isfinite(se) else "")
