@@ -92,5 +92,13 @@ def ramped_tree(rng: random.Random, i: int, settings: SearchSection) -> Node:
     depths = range(lo, hi + 1)
     d = depths[(i // 2) % len(depths)]
     if i % 2:
-        return random_tree(rng, d, d, "full", leaves=settings.leaves)
-    return random_tree(rng, lo, d, "grow", leaves=settings.leaves)
+        return random_tree(rng, d, d, "full", leaves=terminals(settings))
+    return random_tree(rng, lo, d, "grow", leaves=terminals(settings))
+
+
+def terminals(settings: SearchSection) -> tuple[str, ...]:
+    """The search's terminal pool: its leaves, plus the constants when `constants` is on (the
+    paper's space: W, G, X and no constants)."""
+    from prunestudio.engine.symbolic.grammar import CONSTANTS
+
+    return (*settings.leaves, *(CONSTANTS if settings.constants else ()))

@@ -300,6 +300,9 @@ class InProcessExecutor:
         self.reporter.message("statistics of the dense model (X, G: computed once, then read "
                               "from the disk cache) ...")
         for what in warm:
+            if what == "dense_hessians":  # the leaf D reads H (with X, in one pass)
+                stats.dense_layer_stats(want_hessian=True)
+                continue
             if what not in ("dense_layer_stats", "block_inputs", "gradients"):
                 raise ValueError(f"unknown statistics {what!r}")
             getattr(stats, what)()

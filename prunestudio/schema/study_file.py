@@ -253,8 +253,14 @@ class SearchSection(_Strict):
     init_depth: tuple[int, int] = Field((3, 5), description="depth range of random trees "
                                         "(ramped half-and-half; paper: 3–5)")
     max_depth: int = Field(7, ge=1, le=16, description="depth limit of crossover children")
-    leaves: list[Literal["W", "G", "X"]] = Field(default_factory=lambda: ["W", "G", "X"],
-                                                 min_length=1)
+    leaves: list[Literal["W", "G", "X", "D"]] = Field(
+        default_factory=lambda: ["W", "G", "X"], min_length=1,
+        description="terminals of the metrics: W = |weight|, G = gradient aggregate, X = input "
+        "norms (the paper's three); beyond the paper, D = SparseGPT's inverse-Hessian Cholesky "
+        "diagonal (needs the Hessians once: w²/d² is SparseGPT's mask score)")
+    constants: bool = Field(False, description="beyond the paper: the constants 0.1, 0.5, 2, "
+                            "10 as terminals too, so a metric can weight one term against "
+                            "another")
     seed_metrics: list[str] = Field(
         default_factory=list, description="expressions or known metric names (magnitude, wanda, "
         "gblm, pruner_zero, pruner_zero_released) added to the initial population, origin seed")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 
-from prunestudio.engine.search.base import _Batch
+from prunestudio.engine.search.base import _Batch, terminals
 from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.study.proposers.symbolic_search import (
     MAX_TRIES_PER_PROPOSAL,
@@ -88,7 +88,7 @@ class GPSearch(SymbolicSearch):
             for child in children:
                 origin = "crossover"
                 if rng.random() < s.p_mutation:
-                    child = point_mutation(child, rng, leaves=s.leaves)
+                    child = point_mutation(child, rng, leaves=terminals(s))
                     origin = "mutation"
                 if batch.add(child, origin, (a.id, b.id)):
                     self.record_selection(batch.out[-1].expression, selection)

@@ -42,6 +42,7 @@ from prunestudio.engine.search.base import (
     _Batch,
     generation_rng,
     ramped_tree,
+    terminals,
 )
 from prunestudio.engine.search.base import Proposal as MetricProposal
 from prunestudio.engine.search.fitness_reuse import reused_metric
@@ -179,7 +180,9 @@ class SymbolicSearch(Proposer):
 
     def warm(self) -> list[str]:
         s, out = self.settings, []
-        if "X" in s.leaves or s.baselines:
+        if "D" in s.leaves and s.calibration == "dense":
+            out.append("dense_hessians")
+        elif "X" in s.leaves or "D" in s.leaves or s.baselines:
             out.append("dense_layer_stats" if s.calibration == "dense" else "block_inputs")
         if "G" in s.leaves:
             out.append("gradients")
@@ -415,7 +418,9 @@ class SymbolicSearch(Proposer):
                  f"{s.pattern}; calibration {s.calibration}"
                  + (" (dense-model statistics computed once; no forward pass per candidate)"
                     if s.calibration == "dense" else " (a layer-by-layer forward per candidate)")
-                 + f"; equivalence {s.equivalence}; " + self._noise_text())]
+                 + f"; equivalence {s.equivalence}; terminals {', '.join(terminals(s))}"
+                 + ("" if set(terminals(s)) <= {"W", "G", "X"} else " (beyond the paper's "
+                    "W, G, X)") + "; " + self._noise_text())]
 
     def _noise_text(self) -> str:
         s = self.settings
