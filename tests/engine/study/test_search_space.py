@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
+from prunestudio.engine.models.loading import load_model
 from prunestudio.engine.runner import launch_study
 from prunestudio.engine.symbolic import leaves_used, parse
 from prunestudio.engine.symbolic.grammar import CONSTANTS
 from prunestudio.store import open_store
-from test_search_runner import llama, search_data  # noqa: F401 (the module-scoped model)
+from test_search_runner import search_data
 
 from prunestudio.schema.study_file import parse_config
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_model_dirs):
+    return load_model(str(tiny_model_dirs["llama"]), device="cpu")
 
 
 def _nodes(tree):
