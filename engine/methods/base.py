@@ -20,8 +20,15 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 from prunestudio.engine.calibration import LayerStats
-from prunestudio.engine.masks import check_finite, mask_n_m, mask_per_matrix, mask_per_row
+from prunestudio.engine.masks import (
+    apply_mask_,
+    check_finite,
+    mask_n_m,
+    mask_per_matrix,
+    mask_per_row,
+)
 from prunestudio.engine.models.adapters import PrunableLinear
+from prunestudio.engine.phases import lap, restart_clock
 from pydantic import ValidationError
 
 from prunestudio.schema.method_options import MethodOptions
@@ -134,8 +141,18 @@ class ScoreMethod(PruningMethod):
     @torch.no_grad()
     def mask(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
              options: MethodOptions) -> torch.Tensor:
+        return self.select(self.checked_score(lin, inputs, options), target, options)
+
+    def checked_score(self, lin: PrunableLinear, inputs: LayerInputs,
+                      options: MethodOptions) -> torch.Tensor:
+        """The layer's fp32 score, rejected when not finite (`NonFiniteScoreError`)."""
         score = self.score(lin.weight.float(), inputs, options)
         check_finite(score, f"{self.name} score of {lin.name}")
+        return score
+
+    def select(self, score: torch.Tensor, target: LayerTarget,
+               options: MethodOptions) -> torch.Tensor:
+        """The prune mask (True = pruned) of a score for the target's pattern."""
         ties = getattr(options, "ties", "index")
         if target.nm is not None:
             return mask_n_m(score, *target.nm, ties=ties)
@@ -146,8 +163,14 @@ class ScoreMethod(PruningMethod):
     @torch.no_grad()
     def prune_layer(self, lin: PrunableLinear, target: LayerTarget, inputs: LayerInputs,
                     options: MethodOptions) -> None:
-        mask = self.mask(lin, target, inputs, options)
-        lin.weight.masked_fill_(mask, 0)
+        restart_clock()
+        score = self.checked_score(lin, inputs, options)
+        lap("score")
+        mask = self.select(score, target, options)
+        del score
+        lap("select")
+        apply_mask_(lin.weight, mask)
+        lap("apply")
 
 
 def x_scale(inputs: LayerInputs, where: str) -> torch.Tensor:

@@ -75,4 +75,5 @@ class Symbolic(ScoreMethod):
             if inputs.stats is None or inputs.stats.hessian is None:
                 raise RuntimeError(f"symbolic {tree}: Hessian statistics were not collected")
             d = inverse_hessian_diagonal(inputs.stats.hessian, str(tree))
-        return evaluate(tree, W=weight.abs(), X=x, G=g, D=d)
+        # W = |weight|; X, G, D are the engine's statistics: non-negative by construction
+        return evaluate(tree, W=weight.abs(), X=x, G=g, D=d, check_sign=False)

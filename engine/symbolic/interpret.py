@@ -29,8 +29,8 @@ def _column_leaf(name: str, t: torch.Tensor | None, W: torch.Tensor, what: str) 
 
 
 def leaf_tensors(tree: Node, W: torch.Tensor, X: torch.Tensor | None = None,
-                 G: torch.Tensor | None = None, D: torch.Tensor | None = None,
-                 ) -> dict[str, torch.Tensor]:
+                 G: torch.Tensor | None = None, D: torch.Tensor | None = None, *,
+                 check_sign: bool = True) -> dict[str, torch.Tensor]:
     """Validate and normalise the leaves the tree reads: fp32, on W's device, X and D as
     (1, in) rows."""
     if W.dim() != 2:
@@ -47,8 +47,9 @@ def leaf_tensors(tree: Node, W: torch.Tensor, X: torch.Tensor | None = None,
         if tuple(G.shape) != tuple(W.shape):
             raise ValueError(f"G has shape {tuple(G.shape)}; W has {tuple(W.shape)}")
         env["G"] = G.to(W.device).float()
-    for name in used | {"W"}:
-        _check_leaf(name, env[name])
+    if check_sign:
+        for name in used | {"W"}:
+            _check_leaf(name, env[name])
     return env
 
 
@@ -62,16 +63,19 @@ def _eval(tree: Node, env: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(tree: Node, *, W: torch.Tensor, X: torch.Tensor | None = None,
-             G: torch.Tensor | None = None, D: torch.Tensor | None = None) -> torch.Tensor:
+             G: torch.Tensor | None = None, D: torch.Tensor | None = None,
+             check_sign: bool = True) -> torch.Tensor:
     """Score of every weight, (out, in) fp32.
 
     W = |weight| (out, in); X = input squared-norm sums, (in,) or (1, in); G = gradient l2
     aggregate (out, in); D = the diagonal of the upper Cholesky factor of the damped inverse
     Hessian, (in,) or (1, in) (SparseGPT's score divides w² by its square). All leaves must be
     non-negative. X, G and D are needed only when the tree reads them, and are moved to W's
-    device.
+    device. `check_sign=False` skips the non-negativity check (a pass over every leaf) for
+    callers whose leaves are non-negative by construction (the symbolic method: W = |weight|,
+    X, G and D from the engine's statistics).
     """
-    env = leaf_tensors(tree, W, X, G, D)
+    env = leaf_tensors(tree, W, X, G, D, check_sign=check_sign)
     out = _eval(tree, env)
     if any(out.data_ptr() == t.data_ptr() for t in env.values()):
         out = out.clone()  # `W` or `skip(W)`: never hand back the caller's own tensor
