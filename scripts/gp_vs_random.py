@@ -48,7 +48,9 @@ def search_split(args: argparse.Namespace) -> dict[str, Any]:
 
 def study_name(kind: str, seed: int, args: argparse.Namespace) -> str:
     seeded = "-seeded" if args.seed_metrics else ""
-    return f"{kind}-b{args.budget}-p{args.population}{seeded}-s{seed}"
+    space = "" if args.leaves == ["W", "G", "X"] and not args.constants else (
+        "-" + "".join(args.leaves) + ("c" if args.constants else ""))
+    return f"{kind}-b{args.budget}-p{args.population}{seeded}{space}-s{seed}"
 
 
 def search_config(kind: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -63,12 +65,13 @@ def search_config(kind: str, seed: int, args: argparse.Namespace) -> dict[str, A
             "p_mutation": 0.5, "init_depth": [3, 5], "max_depth": 7,
             "seed_metrics": args.seed_metrics, "sparsity": 0.5, "calibration": "dense",
             "split": search_split(args), "finalists": 1, "baselines": [],
+            "leaves": args.leaves, "constants": args.constants,
         },
     }
 
 
 def wanda_config(args: argparse.Namespace) -> dict[str, Any]:
-    sets = heldout_sets(args) + [{"role": "search_split", "fidelity": "proxy",
+    sets = heldout_sets(args) + [{"role": "fitness_text", "fidelity": "proxy",
                                   "windows": search_split(args)}]
     return {
         "study": {"name": f"wanda-ref-h{args.heldout_n}-o{args.ood_n}", "kind": "grid"},
@@ -79,6 +82,8 @@ def wanda_config(args: argparse.Namespace) -> dict[str, Any]:
         "candidates": [
             {"method": "wanda", "sparsity": 0.5},
             {"method": "wanda", "sparsity": 0.5, "calibration": {"mode": "dense"}},
+            {"method": "wanda", "sparsity": 0.5, "layer_ratios": "owl"},
+            {"method": "sparsegpt", "sparsity": 0.5},
         ],
     }
 
@@ -113,16 +118,26 @@ def _ppl(cand: dict[str, Any], role: str) -> float | None:
                 None)
 
 
+def _study_minutes(store, study_id: int) -> float:
+    """Wall-clock of a study: first start to last finish of its candidates (minutes)."""
+    cands = store.candidates(study_id)
+    starts = [c["started_at"] for c in cands if c.get("started_at")]
+    ends = [c["finished_at"] for c in cands if c.get("finished_at")]
+    return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
+
+
 def table(store_path: str, args: argparse.Namespace) -> str:
     from prunestudio.engine.report import search_summary
+    from prunestudio.schema.labels import spec_label
     from prunestudio.store import StoreError, open_store
 
-    lines = ["| kind | seed | real evals | reused (saved) | failed | candidates | best metric "
-             "(by search PPL) | search PPL | held-out PPL | evals/min |",
+    lines = ["| kind | seed | real evals | reused (saved) | failed | wall-clock (min) | best "
+             "metric (noise-aware rank) | search PPL | held-out PPL in-domain | out-of-domain |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
-    per_kind: dict[str, list[tuple[float, float | None]]] = {}
+    per_kind: dict[str, list[tuple[float, float | None, float | None]]] = {}
     reused = evaluated = 0
     minutes = 0.0
+    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     with open_store(store_path, readonly=True) as store:
         for kind in args.kinds:
             for seed in args.seeds:
@@ -133,41 +148,41 @@ def table(store_path: str, args: argparse.Namespace) -> str:
                 cands = store.candidates(study["id"], with_metrics=True)
                 s = search_summary(study, cands)
                 best = s["best"]
-                held = None
+                held = ood = None
                 if best:
-                    held = _ppl(next(c for c in cands if c["id"] == best["id"]), "in_domain")
-                    per_kind.setdefault(kind, []).append((best["search_ppl"], held))
+                    cand = next(c for c in cands if c["id"] == best["id"])
+                    held, ood = _ppl(cand, "in_domain"), _ppl(cand, "out_of_domain")
+                    per_kind.setdefault(kind, []).append((best["search_ppl"], held, ood))
                 reused += s["reused"]
                 evaluated += s["evaluated"]
                 minutes += s["candidate_minutes"]
+                wall = _study_minutes(store, study["id"])
                 status = "" if study["status"] == "finished" else f" ({study['status']})"
                 lines.append(
                     f"| {kind}{status} | {seed} | {s['evaluated']} | {s['reused']} "
-                    f"({s['saved_fraction']:.0%}) | {s['failed']} | {s['candidates']} | "
+                    f"({s['saved_fraction']:.0%}) | {s['failed']} | {wall:.1f} | "
                     f"`{best['expression'] if best else '—'}` | "
-                    f"{best['search_ppl']:.2f} | {'—' if held is None else f'{held:.2f}'} | "
-                    f"{s['evaluations_per_minute']:.2f} |" if best else
-                    f"| {kind}{status} | {seed} | {s['evaluated']} | {s['reused']} | "
-                    f"{s['failed']} | {s['candidates']} | — | — | — | — |")
-        wanda = {}
+                    f"{fmt(best['search_ppl'] if best else None)} | {fmt(held)} | {fmt(ood)} |")
+        refs = []
         try:
             ref = store.get_study(f"wanda-ref-h{args.heldout_n}-o{args.ood_n}")
             for c in store.candidates(ref["id"], with_metrics=True):
-                mode = c["spec"]["calibration"]["mode"]
-                wanda[mode] = (_ppl(c, "search_split"), _ppl(c, "in_domain"))
+                refs.append((spec_label(c["spec"]), _ppl(c, "fitness_text"), _ppl(c, "in_domain"),
+                             _ppl(c, "out_of_domain")))
         except StoreError:
             pass
     out = ["\n".join(lines), ""]
     for kind, rows in per_kind.items():
         search = statistics.median(r[0] for r in rows)
         held = [r[1] for r in rows if r[1] is not None]
-        out.append(f"- {kind}: median best search PPL {search:.2f}, median held-out PPL of the "
-                   f"bests {statistics.median(held):.2f} (best held-out {min(held):.2f})"
-                   if held else f"- {kind}: median best search PPL {search:.2f}")
-    for mode, (search, held) in sorted(wanda.items()):
-        out.append(f"- Wanda 50 % ({mode} calibration): search PPL "
-                   f"{'—' if search is None else f'{search:.2f}'}, held-out PPL "
-                   f"{'—' if held is None else f'{held:.2f}'}")
+        ood = [r[2] for r in rows if r[2] is not None]
+        out.append(f"- {kind}: median best search PPL {search:.2f}"
+                   + (f", median held-out PPL in-domain {statistics.median(held):.2f}"
+                      if held else "")
+                   + (f", out-of-domain {statistics.median(ood):.2f}" if ood else ""))
+    for label, search, held, ood in refs:
+        out.append(f"- {label}: search PPL {fmt(search)}, held-out PPL in-domain {fmt(held)}, "
+                   f"out-of-domain {fmt(ood)}")
     total = evaluated + reused
     if total:
         out.append(f"- mask equivalence: {reused} of {total} fitness values reused "
@@ -176,11 +191,14 @@ def table(store_path: str, args: argparse.Namespace) -> str:
         out.append(f"- {evaluated} real evaluations in {minutes:.1f} min of candidate time: "
                    f"{evaluated / minutes:.2f} real evaluations per minute")
     out.append(f"- held-out = pydoc tokens [40000, {40000 + 256 * args.heldout_n}), "
-               f"{args.heldout_n} × 256; search split = pydoc {args.split_n} × "
-               f"{args.split_seqlen} from token 20000; calibration = pydoc 16 × 128 from 0; "
-               "model = " + ("SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
-                             if args.model == "default" else args.model)
-               + "; 50 % unstructured")
+               f"{args.heldout_n} × 256"
+               + (f"; out-of-domain = Hamlet, {args.ood_n} × 256" if args.ood_n else "")
+               + f"; search split = pydoc {args.split_n} × {args.split_seqlen} from token "
+               "20000; calibration = pydoc 16 × 128 from 0; model = "
+               + ("SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
+                  if args.model == "default" else args.model)
+               + f"; 50 % unstructured; leaves {','.join(args.leaves)}"
+               + (" + constants" if args.constants else ""))
     return "\n".join(out)
 
 
@@ -200,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-seqlen", type=int, default=256)
     p.add_argument("--heldout-n", type=int, default=32)
     p.add_argument("--ood-n", type=int, default=0, help="Hamlet windows (0: none)")
+    p.add_argument("--leaves", default="W,G,X", help="terminals (W,G,X the paper's; D too)")
+    p.add_argument("--constants", action="store_true", help="constants as terminals too")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.leaves = [x.strip() for x in args.leaves.split(",") if x.strip()]
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     args.seed_metrics = [m.strip() for m in args.seed_metrics.split(";") if m.strip()]
     if not args.table_only:
