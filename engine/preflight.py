@@ -60,6 +60,19 @@ def experts_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
             "mixture-of-experts model: reconstruction mode 'br' or 'gp' (block-wise)")
 
 
+def kinds_problem(lm: LoadedModel, spec: CandidateSpec) -> str | None:
+    """Why per-kind offsets (layer_ratios by_kind) cannot apply to this model, or None."""
+    if spec.layer_ratios != "by_kind":
+        return None
+    from prunestudio.engine.pruning import kind_ratios
+
+    try:
+        kind_ratios(lm, spec.sparsity, spec.kind_offsets or {})
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
     """Raise PreflightError listing every distinct reason a spec cannot run on `lm`."""
     from prunestudio.engine.methods import ShapeChangingMethod, get_method
@@ -74,7 +87,8 @@ def check_specs(lm: LoadedModel, specs: Iterable[CandidateSpec]) -> None:
             except ValueError as exc:
                 reasons.append(str(exc))
         else:
-            reasons += [r for r in (nm_problem(lm, spec), experts_problem(lm, spec)) if r]
+            reasons += [r for r in (nm_problem(lm, spec), experts_problem(lm, spec),
+                                    kinds_problem(lm, spec)) if r]
         for r in reasons:
             problems.setdefault(r, []).append(spec.label)
     if problems:

@@ -56,6 +56,7 @@ class PruneResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)  # realised, per linear
     layer_targets: dict[str, float] = field(default_factory=dict)
     block_ratios: list[float] | None = None  # per-block target (OWL)
+    kind_ratios: dict[str, float] | None = None  # per-kind target (layer_ratios by_kind)
     stats_computed: list[str] = field(default_factory=list)
     reconstruction: ReconstructionResult | None = None  # when the spec reconstructs
     # layers no calibration token reached (an expert the router never chose on the calibration
@@ -119,6 +120,30 @@ def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsi
     return out
 
 
+def kind_ratios(lm: LoadedModel, sparsity: float, offsets: dict[str, float]) -> dict[str, float]:
+    """Per-kind sparsity for `layer_ratios = "by_kind"`: s_k = s + d_k − Σ_j n_j d_j / Σ_j n_j,
+    with n_k the parameters of kind k over all blocks and d_k the offset (0 for kinds not
+    named), so the model as a whole is pruned to `s` whatever the offsets. Shifting every offset
+    by one constant changes nothing. Kinds the model lacks, or a ratio outside [0, 1), are
+    refused with what the model has."""
+    counts: dict[str, int] = {}
+    for i in range(lm.adapter.num_blocks(lm.model)):
+        for lin in lm.adapter.prunable_linears(lm.model, i):
+            counts[lin.kind] = counts.get(lin.kind, 0) + lin.weight.numel()
+    unknown = sorted(set(offsets) - set(counts))
+    if unknown:
+        raise ValueError(f"kind_offsets name layer kinds this model does not have: {unknown}; "
+                         f"its kinds are {sorted(counts)}")
+    total = sum(counts.values())
+    mean = sum(offsets.get(k, 0.0) * n for k, n in counts.items()) / total if total else 0.0
+    out = {k: sparsity + offsets.get(k, 0.0) - mean for k in sorted(counts)}
+    bad = {k: round(v, 4) for k, v in out.items() if not 0 <= v < 1}
+    if bad:
+        raise ValueError(f"kind_offsets {offsets} at sparsity {sparsity} give kind sparsities "
+                         f"outside [0, 1): {bad}; use smaller offsets")
+    return out
+
+
 def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                 snapshot: WeightSnapshot | None = None,
                 progress: Callable[[int, int], None] | None = None) -> PruneResult:
@@ -150,6 +175,9 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
         result.block_ratios = block_ratio
     else:
         block_ratio = [spec.sparsity] * n_blocks
+    by_kind = None
+    if spec.layer_ratios == "by_kind":
+        by_kind = result.kind_ratios = kind_ratios(lm, spec.sparsity, spec.kind_offsets or {})
     nm = (spec.pattern.n, spec.pattern.m) if spec.pattern.kind == "nm" else None
     grads = stats.gradients() if "grad" in needs else None
 
@@ -159,6 +187,8 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
         target = LayerTarget(block_ratio[i], nm)
         for lin in linears:
+            if by_kind is not None:
+                target = LayerTarget(by_kind[lin.kind], nm)
             inputs = LayerInputs(block_stats.get(lin.name), None if grads is None else grads[lin.name])
             if snapshot is not None:
                 snapshot.mark([lin.name])

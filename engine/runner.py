@@ -143,6 +143,10 @@ def check_runnable(config: StudyConfig, ctx: StudyContext) -> None:
                 check_context(ctx.lm, part.windows.seqlen, f"search split {part.windows.spec.label()}")
         specs = [config.search.baseline_spec(m) for m in config.search.baselines]
         specs.append(config.search.candidate_spec("W"))  # the pattern every proposal uses
+        allocation = config.search.allocation
+        if allocation.mode == "by_kind":  # the kinds every allocation names
+            specs.append(config.search.candidate_spec(
+                "W", {k: allocation.step for k in allocation.kinds}))
     else:
         specs = config.candidate_specs()
     check_specs(ctx.lm, specs)

@@ -128,8 +128,9 @@ def _study_minutes(store, study_id: int) -> float:
 
 def table(store_path: str, args: argparse.Namespace) -> str:
     from prunestudio.engine.report import search_summary
-    from prunestudio.schema.labels import spec_label
     from prunestudio.store import StoreError, open_store
+
+    from prunestudio.schema.labels import spec_label
 
     lines = ["| kind | seed | real evals | reused (saved) | failed | wall-clock (min) | best "
              "metric (noise-aware rank) | search PPL | held-out PPL in-domain | out-of-domain |",

@@ -27,6 +27,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from prunestudio.engine.search.allocation import Offsets, genome_suffix
 from prunestudio.engine.symbolic import (
     Node,
     canonical_key,
@@ -55,7 +56,12 @@ class Proposal:
     origin: str  # seed | init | crossover | mutation | random
     parents: tuple[int, ...] = ()  # candidate ids
     raw: str = ""  # the tree before simplification
-    key: str = ""  # canonical_key
+    key: str = ""  # canonical_key (+ the offsets' suffix)
+    offsets: Offsets = ()  # per-kind sparsity offsets (allocation by_kind; () = uniform)
+
+    @property
+    def genome(self) -> str:
+        return f"{self.expression}{genome_suffix(self.offsets)}"
 
 
 @dataclass
@@ -74,14 +80,17 @@ class _Batch:
     def full(self) -> bool:
         return len(self.out) >= self.limit
 
-    def add(self, tree: Node, origin: str, parents: Sequence[int] = ()) -> bool:
+    def add(self, tree: Node, origin: str, parents: Sequence[int] = (),
+            offsets: Offsets = ()) -> bool:
         simple = simplify(tree)
-        text, key = to_text(simple), canonical_key(simple)
+        suffix = genome_suffix(offsets)
+        text, key = to_text(simple) + suffix, canonical_key(simple) + suffix
         if key in self.seen or text in self.seen or depth(simple) > self.max_depth:
             self.rejected += 1
             return False
         self.seen.update((key, text))
-        self.out.append(Proposal(text, origin, tuple(parents), to_text(tree), key))
+        self.out.append(Proposal(to_text(simple), origin, tuple(parents), to_text(tree), key,
+                                 offsets))
         return True
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from prunestudio.engine.search.allocation import Offsets, genome_suffix, offsets_of
 from prunestudio.engine.search.noise import Measured, Ranked, Ranking, rank
 from prunestudio.engine.symbolic import Node, canonical_key, parse, rank_key
 
@@ -52,12 +53,19 @@ class Individual:
     proxy: Measured | None = None  # the fitness with its noise (default: `fitness` alone)
     full: Measured | None = None  # the higher-fidelity fitness (successive halving)
     size: int = 0  # nodes of the expression (ties go to the simpler metric)
+    offsets: Offsets = ()  # per-kind sparsity offsets (allocation by_kind; () = uniform)
 
     def __post_init__(self) -> None:
         if self.proxy is None and self.fitness is not None and math.isfinite(self.fitness):
             object.__setattr__(self, "proxy", Measured(self.fitness))
         if not self.size and self.expression is not None:
             object.__setattr__(self, "size", _nodes(parse(self.expression)))
+
+    @property
+    def genome(self) -> str:
+        """The expression and, when not uniform, the per-kind offsets (``div(W,D)@k+0.10``):
+        what identifies a proposal and what the search's messages show."""
+        return f"{self.expression}{genome_suffix(self.offsets)}"
 
     @property
     def tree(self) -> Node:
@@ -100,9 +108,11 @@ class Individual:
             fitness = None
         key = rk = None
         size = 0
+        offsets = offsets_of(spec.get("kind_offsets"))
         if expression is not None:
             tree = parse(expression)
-            key, rk, size = canonical_key(tree), rank_key(tree), _nodes(tree)
+            suffix = genome_suffix(offsets)  # one expression under two allocations: two genomes
+            key, rk, size = canonical_key(tree) + suffix, rank_key(tree) + suffix, _nodes(tree)
         return cls(
             id=cand["id"], idx=cand["idx"], method=spec.get("method", ""),
             expression=expression, generation=cand.get("generation"),
@@ -110,7 +120,7 @@ class Individual:
             status=cand["status"], fitness=fitness, mask_hash=info.get("mask_hash"),
             equivalent_to=info.get("equivalent_to"), key=key, rank=rk,
             proxy=Measured.of(proxy_metric) if fitness is not None else None,
-            full=Measured.of(full_metric), size=size,
+            full=Measured.of(full_metric), size=size, offsets=offsets,
         )
 
 
@@ -177,11 +187,11 @@ class SearchHistory:
         return max(gens) if gens else None
 
     def seen(self, before: int) -> set[str]:
-        """Structural keys and expression texts of the search candidates of earlier
+        """Structural keys and genome texts of the search candidates of earlier
         generations: a proposal matching one is a duplicate."""
         out: set[str] = set()
         for ind in self.search(before):
-            out.update(x for x in (ind.key, ind.expression) if x)
+            out.update(x for x in (ind.key, ind.expression and ind.genome) if x)
         return out
 
     def population(self, before: int | None = None, size: int | None = None,

@@ -170,6 +170,8 @@ class Pruned:
                     "label": f"{spec.label} ({self.shape.realised_label})"}
         info: dict[str, Any] = {"stats_computed": self.result.stats_computed,
                                 "block_ratios": self.result.block_ratios}
+        if self.result.kind_ratios is not None:
+            info["kind_ratios"] = self.result.kind_ratios
         if self.result.uncalibrated:
             info["uncalibrated_layers"] = self.result.uncalibrated
             info["warnings"] = self.result.warnings()

@@ -6,6 +6,8 @@ defaults filled in), so the engine (``CandidateSpec.label``), the store's record
 
 - ``dense``
 - ``wanda 50%``, ``wanda 2:4``, ``sparsegpt 60% owl``, ``wanda 50% dense-calib``
+- ``symbolic div(W,D) 50% kinds[k+0.10,up-0.05]`` (a sparsity offset per layer kind, re-centred
+  by the engine so the model as a whole is at 50 %)
 - ``magnitude[matrix] 50%`` (magnitude names its scope), ``magnitude[row][ties=topk] 50%``
 - ``symbolic mul(sqr(W),mms(G)) 50%`` (a symbolic metric shows its expression; a non-default
   scope as ``symbolic[matrix] ...``)
@@ -21,7 +23,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["spec_label", "realised_label"]
+__all__ = ["kind_offsets_text", "spec_label", "realised_label"]
+
+
+def kind_offsets_text(offsets: Mapping[str, Any] | None) -> str:
+    """The canonical text of per-kind sparsity offsets, kinds sorted, zero offsets left out:
+    ``k+0.10,up-0.05`` ('' when None or all zero). One text per allocation: labels show it and
+    a search's genome identity ends with it."""
+    if not isinstance(offsets, Mapping):
+        return ""
+    return ",".join(f"{k}{float(v):+.2f}" for k, v in sorted(offsets.items())
+                    if round(float(v), 4) != 0)
 
 
 def _pct(x: Any) -> str:
@@ -88,6 +100,8 @@ def _pruning_label(spec: Mapping[str, Any]) -> str:
         parts.append(_pct(spec.get("sparsity", 0.0)))
     if spec.get("layer_ratios") == "owl":
         parts.append("owl")
+    elif spec.get("layer_ratios") == "by_kind":
+        parts.append(f"kinds[{kind_offsets_text(spec.get('kind_offsets')) or 'uniform'}]")
     calibration = spec.get("calibration")
     if isinstance(calibration, Mapping) and calibration.get("mode") == "dense":
         parts.append("dense-calib")

@@ -100,8 +100,14 @@ class CandidateSpec(BaseModel):
     method: str = Field(description="registered method name, e.g. wanda, sparsegpt, dense")
     sparsity: float = Field(0.0, description="target fraction of pruned weights, in [0, 1)")
     pattern: Pattern = Pattern()
-    layer_ratios: Literal["uniform", "owl"] = "uniform"
+    layer_ratios: Literal["uniform", "owl", "by_kind"] = "uniform"
     owl: OWLConfig | None = None
+    kind_offsets: dict[str, float] | None = Field(
+        None, description="layer_ratios by_kind: a sparsity offset per layer kind (q, k, v, o, "
+        "gate, up, down, ...); the engine re-centres them on the model's parameter counts, so "
+        "kind k is pruned to sparsity + offset_k − (parameter-weighted mean offset) and the "
+        "whole model to `sparsity`; kinds not named get offset 0. None: not by kind (left out "
+        "of the canonical form)")
     calibration: CalibrationConfig = CalibrationConfig()
     options: dict = Field(default_factory=dict, description="method-specific options")
     recovery: RecoverySettings | None = Field(
@@ -121,7 +127,7 @@ class CandidateSpec(BaseModel):
                               info: SerializationInfo) -> dict:
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("recovery", "calibration_samples", "reconstruction"):
+            for key in ("recovery", "calibration_samples", "reconstruction", "kind_offsets"):
                 if data.get(key, ...) is None:
                     del data[key]
         return data
@@ -147,6 +153,16 @@ class CandidateSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> CandidateSpec:
+        if (self.layer_ratios == "by_kind") != (self.kind_offsets is not None):
+            raise ValueError("layer_ratios = 'by_kind' and kind_offsets go together: give both "
+                             f"or neither (got layer_ratios={self.layer_ratios!r}, kind_offsets="
+                             f"{self.kind_offsets})")
+        if self.kind_offsets is not None:
+            bad = {k: v for k, v in self.kind_offsets.items() if not -1 < v < 1}
+            if bad or not self.kind_offsets:
+                raise ValueError("kind_offsets: one offset in (-1, 1) per named layer kind, at "
+                                 f"least one; got {self.kind_offsets}")
+            object.__setattr__(self, "kind_offsets", dict(sorted(self.kind_offsets.items())))
         catalog = catalog_for(info)
         if catalog is None:  # shape only: a recorded spec, checked in full when recorded
             return self

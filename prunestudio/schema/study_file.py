@@ -227,6 +227,37 @@ class Halving(_Strict):
                                 "split.n are the proxy's); default 4 × split.n")
 
 
+class Allocation(_Strict):
+    """Per-layer-kind sparsity as part of a search's genome (beyond the paper; OWL-like, but the
+    search decides): with `mode = "by_kind"` every candidate carries an offset per kind in
+    `kinds`, a multiple of `step` in [−span, span]; the engine re-centres the offsets on the
+    model's parameter counts, so the model as a whole stays at the search's sparsity. Generation
+    0 alternates the uniform allocation and random ones; GP crosses allocations over kind by
+    kind and mutates one kind's offset by ± step; random search draws them at random.
+    `mode = "uniform"` is the paper's space (one sparsity everywhere)."""
+
+    mode: Literal["uniform", "by_kind"] = "uniform"
+    kinds: list[str] = Field(default_factory=lambda: ["q", "k", "v", "o", "gate", "up", "down"],
+                             min_length=1, description="layer kinds with an offset (the "
+                             "model's kinds: q, k, v, o, gate, up, down on LLaMA-like models)")
+    step: float = Field(0.05, gt=0, lt=0.5, description="grid of the offsets")
+    span: float = Field(0.2, gt=0, lt=0.5, description="offsets lie in [−span, span]")
+
+    @model_validator(mode="after")
+    def _grid(self) -> Allocation:
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"allocation.kinds must be distinct; got {self.kinds}")
+        if self.span < self.step:
+            raise ValueError(f"allocation.span ({self.span}) must be at least one step "
+                             f"({self.step})")
+        return self
+
+    @property
+    def levels(self) -> int:
+        """Grid points on each side of 0: offsets are i × step for |i| ≤ levels."""
+        return int(self.span / self.step + 1e-9)
+
+
 class SearchSection(_Strict):
     """A search over symbolic metrics (kinds gp and random); the defaults are the paper's,
     except the noise-aware fitness (`noise_aware = false` is the paper's search).
@@ -296,6 +327,10 @@ class SearchSection(_Strict):
                            "(paired over the same windows; 0: exact comparisons)")
     halving: Halving = Field(default_factory=Halving, description="successive halving: "
                              "{ top, windows } (noise_aware only)")
+    allocation: Allocation = Field(default_factory=Allocation, description="beyond the paper: "
+                                   "{ mode = 'by_kind', kinds, step, span } makes a sparsity "
+                                   "offset per layer kind part of the genome; 'uniform' (the "
+                                   "default) is the paper's one sparsity everywhere")
 
     @field_validator("init_depth")
     @classmethod
@@ -357,6 +392,16 @@ class SearchSection(_Strict):
             if d > self.max_depth:
                 raise ValueError(f"seed metric {text} has depth {d} (simplified) > "
                                  f"max_depth {self.max_depth}")
+        if self.allocation.mode == "by_kind":
+            if self.pattern != "unstructured":
+                raise ValueError(f"allocation by_kind sets a sparsity per layer kind; pattern "
+                                 f"{self.pattern} fixes it: use pattern 'unstructured'")
+            widest = 2 * self.allocation.levels * self.allocation.step
+            if not 0 <= self.sparsity - widest or self.sparsity + widest >= 1:
+                raise ValueError(
+                    f"allocation span {self.allocation.span}: re-centred offsets reach "
+                    f"sparsity ± {widest:.2f}, outside [0, 1) at sparsity {self.sparsity}; "
+                    f"allowed: span ≤ {min(self.sparsity, 1 - self.sparsity) / 2:.3f}")
         if self.noise_aware and self.halving.top > 0:
             if self.split.n is None:
                 raise ValueError("halving re-measures on more windows of the search split than "
@@ -388,12 +433,16 @@ class SearchSection(_Strict):
     def candidate_cap(self) -> int:
         return self.max_candidates if self.max_candidates is not None else 10 * self.real_budget
 
-    def candidate_spec(self, expression: str) -> CandidateSpec:
-        """The spec of a search candidate with this (canonical) expression."""
+    def candidate_spec(self, expression: str,
+                       offsets: dict[str, float] | None = None) -> CandidateSpec:
+        """The spec of a search candidate with this (canonical) expression and, with
+        `allocation` by_kind, these per-kind offsets (none or all zero: uniform)."""
+        offsets = {k: v for k, v in (offsets or {}).items() if round(v, 4) != 0}
+        by_kind = {"layer_ratios": "by_kind", "kind_offsets": offsets} if offsets else {}
         return CandidateSpec(method="symbolic", sparsity=self.sparsity,
                              pattern=Pattern.parse(self.pattern),
                              calibration={"mode": self.calibration},
-                             options={"expression": expression, "scope": self.scope})
+                             options={"expression": expression, "scope": self.scope}, **by_kind)
 
     def baseline_spec(self, method: str) -> CandidateSpec:
         if method == "dense":

@@ -524,7 +524,7 @@ def test_format_validation_error_cleans_any_pydantic_error():
     assert text.splitlines() == [
         "  sparsity: sparsity must be in [0, 1), got 1.5",
         "  patern: unknown key (check the spelling; allowed: method, sparsity, pattern, "
-        "layer_ratios, owl, calibration, options, recovery, calibration_samples, "
+        "layer_ratios, owl, kind_offsets, calibration, options, recovery, calibration_samples, "
         "reconstruction)"]
     raw = str(exc.value)
     assert "errors.pydantic.dev" in raw  # what the user used to see

@@ -10,7 +10,10 @@ One iteration (generation g ≥ 1) proposes `offspring` children:
    probability 0.9; children deeper than `max_depth` are redrawn);
 4. each child is mutated with probability `p_mutation` (paper: 0.5): one node replaced by
    another of the same arity (leaf → leaf, unary → unary, binary → binary);
-5. Opposing Operation Simplification, then structural deduplication: a child already proposed
+5. with `[search] allocation` by_kind (beyond the paper), the children's per-kind offsets are
+   a kind-by-kind uniform crossover of the parents', and each child's offsets are mutated with
+   probability `p_mutation` (one kind ± one step), from a random stream of their own;
+6. Opposing Operation Simplification, then structural deduplication: a child already proposed
    in this search is dropped and the loop draws again.
 
 Origin of a child: ``mutation`` if it was mutated after crossover, else ``crossover``; its
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import random
 
+from prunestudio.engine.search.allocation import cross_offsets, mutate_offsets
 from prunestudio.engine.search.base import _Batch, terminals
 from prunestudio.engine.search.state import Individual, SearchHistory
 from prunestudio.engine.study.proposers.symbolic_search import (
@@ -65,6 +69,9 @@ class GPSearch(SymbolicSearch):
     def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
         s = self.settings
         rng = generation_rng(self.seed, generation, "gp")
+        by_kind = s.allocation.mode == "by_kind"
+        # the allocation's own stream: with allocation uniform the trees are the paper's search's
+        alloc_rng = generation_rng(self.seed, generation, "allocation")
         top = history.population(before=generation, size=s.population,
                                  ranking=self.ranking)[: s.top_k]
         position = {ind.id: i for i, ind in enumerate(top)} if self.ranking else None
@@ -85,12 +92,17 @@ class GPSearch(SymbolicSearch):
                 batch.rejected += 1
                 continue
             selection = [self._tournament_record(w, d) for w, d in ((a, drawn_a), (b, drawn_b))]
-            for child in children:
+            allocations = (cross_offsets(a.offsets, b.offsets, alloc_rng, s.allocation)
+                           if by_kind else ((), ()))
+            for child, offsets in zip(children, allocations, strict=True):
                 origin = "crossover"
                 if rng.random() < s.p_mutation:
                     child = point_mutation(child, rng, leaves=terminals(s))
                     origin = "mutation"
-                if batch.add(child, origin, (a.id, b.id)):
-                    self.record_selection(batch.out[-1].expression, selection)
+                if by_kind and alloc_rng.random() < s.p_mutation:
+                    offsets = mutate_offsets(offsets, alloc_rng, s.allocation)
+                    origin = "mutation"
+                if batch.add(child, origin, (a.id, b.id), offsets):
+                    self.record_selection(batch.out[-1].genome, selection)
                 if batch.full:
                     return

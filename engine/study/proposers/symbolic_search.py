@@ -37,6 +37,7 @@ import math
 from abc import abstractmethod
 from typing import Any
 
+from prunestudio.engine.search.allocation import random_offsets
 from prunestudio.engine.search.base import (
     MAX_TRIES_PER_PROPOSAL,
     _Batch,
@@ -72,7 +73,7 @@ from prunestudio.engine.study.proposers.base import (
     model_loaded,
     proposed,
 )
-from prunestudio.engine.symbolic import parse, rank_key
+from prunestudio.engine.symbolic import parse
 
 from prunestudio.schema.spec import CandidateSpec
 from prunestudio.schema.study_file import SearchSection
@@ -138,10 +139,15 @@ class SymbolicSearch(Proposer):
         for text in self.settings.seed_metrics:
             batch.add(parse(text), "seed")
         rng = generation_rng(self.seed, 0, "init")
+        allocation = self.settings.allocation
+        by_kind = allocation.mode == "by_kind"
+        alloc_rng = generation_rng(self.seed, 0, "allocation")  # its own stream: trees unchanged
         for i in range(MAX_TRIES_PER_PROPOSAL * batch.limit):
             if batch.full:
                 break
-            batch.add(ramped_tree(rng, i, self.settings), "init")
+            # allocation by_kind: uniform and random allocations alternate
+            offsets = random_offsets(alloc_rng, allocation) if by_kind and i % 2 else ()
+            batch.add(ramped_tree(rng, i, self.settings), "init", offsets=offsets)
 
     @abstractmethod
     def _propose(self, history: SearchHistory, generation: int, batch: _Batch) -> None:
@@ -157,9 +163,9 @@ class SymbolicSearch(Proposer):
         self.last_tournaments[1] += tied
         return {"drawn": [d.id for d in drawn], "winner": winner.id, "within_noise": tied}
 
-    def record_selection(self, expression: str, tournaments: list[dict[str, Any]]) -> None:
+    def record_selection(self, genome: str, tournaments: list[dict[str, Any]]) -> None:
         if self.ranking is not None:
-            self.selection[expression] = tournaments
+            self.selection[genome] = tournaments
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -203,8 +209,9 @@ class SymbolicSearch(Proposer):
         g = self._generation
         proposals = self.proposals(self.history, g)
         room = self.settings.candidate_cap - len(self.history.search(before=g))
-        return Round([Proposal(self.settings.candidate_spec(p.expression).canonical(), p.origin,
-                               p.parents, g) for p in proposals[:max(0, room)]],
+        return Round([Proposal(self.settings.candidate_spec(p.expression, dict(p.offsets))
+                               .canonical(), p.origin, p.parents, g)
+                      for p in proposals[:max(0, room)]],
                      generation=g, n_proposed=len(proposals))
 
     def todo(self, round: Round) -> list[Item]:
@@ -286,12 +293,11 @@ class SymbolicSearch(Proposer):
             return Skip(f"not evaluated: the budget of {self.budget} real evaluations was "
                         "reached", {"budget": self.budget})
         mode = self.settings.equivalence
-        spec = self.settings.candidate_spec(ind.expression)
+        spec = self.settings.candidate_spec(ind.expression, dict(ind.offsets))
         info = {"expression": ind.expression, "canonical_key": ind.key,
-                "rank_key": rank_key(parse(ind.expression)),
-                "calibration": self.settings.calibration}
-        if ind.expression in self.selection:  # noise-aware GP: how its parents were chosen
-            info["tournaments"] = self.selection[ind.expression]
+                "rank_key": ind.rank, "calibration": self.settings.calibration}
+        if ind.genome in self.selection:  # noise-aware GP: how its parents were chosen
+            info["tournaments"] = self.selection[ind.genome]
         ref = by_rank_key(self.history, mode, info["rank_key"])
         if ref is not None:
             info = {**info, **self.description.get("identity", {}), "label": spec.label}
@@ -342,7 +348,7 @@ class SymbolicSearch(Proposer):
             Note(f"candidate {self._label(ind)}: ≡ candidate {ref.id} by {how}, search PPL "
                  f"{ref.fitness:.3f} reused", candidate_id=ind.id, progress=self.progress()),
             Note(f"  g{ind.generation:<3} {ind.origin:<9} {'≡ ' + str(ref.id):>10}  "
-                 f"{ind.expression}", console=True)]
+                 f"{ind.genome}", console=True)]
         return reuse
 
     # -- events --------------------------------------------------------------------------------
@@ -355,7 +361,7 @@ class SymbolicSearch(Proposer):
 
     @staticmethod
     def _label(ind: Individual) -> str:
-        return f"{ind.id} (gen {ind.generation}, {ind.origin}) {ind.expression}"
+        return f"{ind.id} (gen {ind.generation}, {ind.origin}) {ind.genome}"
 
     def label(self, item: Item) -> str:
         ind = self._ind(item)
@@ -380,7 +386,7 @@ class SymbolicSearch(Proposer):
                          f"re-measured on {full.n} windows: search PPL {_pm(full)} (proxy "
                          f"{_pm(ind.proxy)} on {ind.proxy.n} windows)", candidate_id=ind.id),
                     Note(f"  g{ind.generation:<3} {'halving':<9} {full.value:>10.3f}  "
-                         f"{ind.expression}  ({full.n} windows)", console=True)]
+                         f"{ind.genome}  ({full.n} windows)", console=True)]
         if not ind.is_search:
             return [Note(f"candidate {self.label(item)}: " + ", ".join(
                 f"{m['role']} {_pm(Measured.of(m)) if Measured.of(m) else m['value']}"
@@ -389,7 +395,7 @@ class SymbolicSearch(Proposer):
         return [Note(f"candidate {self._label(ind)}: search PPL {fitness}",
                      candidate_id=ind.id, progress=self.progress()),
                 Note(f"  g{ind.generation:<3} {ind.origin:<9} {ind.fitness:>10.3f}  "
-                     f"{ind.expression}", console=True)]
+                     f"{ind.genome}", console=True)]
 
     def failed_notes(self, item: Item, result: CandidateResult) -> list[Note]:
         if item.mode == "remeasure":
@@ -420,7 +426,15 @@ class SymbolicSearch(Proposer):
                     if s.calibration == "dense" else " (a layer-by-layer forward per candidate)")
                  + f"; equivalence {s.equivalence}; terminals {', '.join(terminals(s))}"
                  + ("" if set(terminals(s)) <= {"W", "G", "X"} else " (beyond the paper's "
-                    "W, G, X)") + "; " + self._noise_text())]
+                    "W, G, X)") + "; " + self._allocation_text() + self._noise_text())]
+
+    def _allocation_text(self) -> str:
+        a = self.settings.allocation
+        if a.mode != "by_kind":
+            return ""
+        return (f"allocation by kind (beyond the paper): offsets of {', '.join(a.kinds)} on a "
+                f"grid of {a.step:g} within ± {a.span:g}, re-centred on the model's parameter "
+                f"counts so the whole model stays at {self.settings.sparsity:.0%}; ")
 
     def _noise_text(self) -> str:
         s = self.settings
@@ -450,11 +464,11 @@ class SymbolicSearch(Proposer):
                 f"{counts['reused']} ({saved_fraction(counts):.0%} saved), failed "
                 f"{counts['failed']}, duplicates rejected {self.last_rejected}")
         if self.ranking is None:
-            best_text = (f"best search PPL {best.fitness:.3f} {best.expression} (candidate "
+            best_text = (f"best search PPL {best.fitness:.3f} {best.genome} (candidate "
                          f"{best.id})" if best else "no fitness yet")
             return Note(f"generation {generation}: {best_text}; population {len(pop)}; {tail}",
                         progress=self.progress())
-        best_text = (f"best search PPL {self.rank_text(best)} {best.expression} (candidate "
+        best_text = (f"best search PPL {self.rank_text(best)} {best.genome} (candidate "
                      f"{best.id})" if best else "no fitness yet")
         k = self.settings.top_k
         elites = self.history.ranked(before=generation + 1, size=k, ranking=self.ranking)
@@ -495,7 +509,7 @@ class SymbolicSearch(Proposer):
             f"candidate time ({seconds / 60:.1f} min)"
             + (f"; {remeasured} re-measured on {self.full_n} windows (halving)"
                if self.halving_top else "")
-            + (f"; best {best.expression} search PPL {self.rank_text(best)}" if best else "")
+            + (f"; best {best.genome} search PPL {self.rank_text(best)}" if best else "")
             + "".join(f"; {t}" for t in self.against_baselines(best)),
             progress=1.0)]
 
