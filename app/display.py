@@ -93,8 +93,8 @@ def method_label(spec: Mapping[str, Any]) -> str:
 
 def pattern_label(spec: Mapping[str, Any]) -> str:
     """The sparsity pattern of a spec as shown in groups: ``unstructured``, ``2:4``,
-    ``structured``, ``dense``; ``+owl`` when the layer ratios are OWL's, ``+kinds`` when they are set per layer
-    kind."""
+    ``structured``, ``dense``; ``+owl`` when the layer ratios are OWL's (``+owl-band`` for
+    its banded variant), ``+kinds`` when they are set per layer kind."""
     method = spec.get("method")
     if method == "dense":
         return "dense"
@@ -106,6 +106,8 @@ def pattern_label(spec: Mapping[str, Any]) -> str:
         text = f"{pattern.get('n')}:{pattern.get('m')}"
     if spec.get("layer_ratios") == "owl":
         text += "+owl"
+    elif spec.get("layer_ratios") == "owl_band":
+        text += "+owl-band"
     elif spec.get("layer_ratios") == "by_kind":
         text += "+kinds"
     return text

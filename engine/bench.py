@@ -39,7 +39,8 @@ def _warm_statistics(stats: StatsCache, specs: list[CandidateSpec]) -> None:
         needs |= method.needs(method.validate_options(spec.options))
     if needs & {"x", "hessian"}:
         stats.block_inputs()
-    if any(s.calibration.mode == "dense" or s.layer_ratios == "owl" for s in specs):
+    if any(s.calibration.mode == "dense" or s.layer_ratios in ("owl", "owl_band")
+           for s in specs):
         stats.dense_layer_stats("hessian" in needs)
     if "grad" in needs:
         stats.gradients()

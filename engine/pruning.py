@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from prunestudio.engine.calibration import LayerStats, StatsCache, prune_sequentially
@@ -89,15 +90,12 @@ def _weighted(values: dict[str, float], weights: dict[str, int]) -> float:
     return sum(values[n] * weights[n] for n in values) / total if total else 0.0
 
 
-def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsity: float,
-                     cfg: OWLConfig) -> list[float]:
-    """OWL (Yin et al., 2024): per-block sparsity from the block's outlier ratio.
-
-    r_i = share of the block's |W|·‖X‖ entries above M × their mean; s_i = s − (r_i − mean r)
-    scaled so the largest deviation is λ: every s_i lies in [s − λ, s + λ] and their mean is s.
-    (The OWL code min–max scales r to [0, 2λ] and re-centres it, which gives the same ratios
-    whenever those already lie in [s − λ, s + λ]; otherwise it overshoots the band by up to λ.)
-    """
+def owl_outlier_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel,
+                       M: float) -> list[float]:
+    """OWL's layerwise outlier distribution: per decoder block, the share (a fraction, not the
+    OWL code's percent) of the entries of the block's concatenated Wanda scores |W|·‖X‖ (every
+    prunable layer of the block, X from `dense_stats`: the dense model, block by block, as the
+    OWL code's first pass) strictly above M × their mean (its `check_outlier_mean`)."""
     ratios = []
     for i in range(lm.adapter.num_blocks(lm.model)):
         metrics = []
@@ -105,17 +103,43 @@ def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsi
             x = dense_stats[lin.name].x_sqnorm.to(lin.weight.device).float().sqrt().reshape(1, -1)
             metrics.append((lin.weight.float().abs() * x).reshape(-1))
         flat = torch.cat(metrics)
-        ratios.append(float((flat > cfg.M * flat.mean()).float().mean()))
-    r = torch.tensor(ratios, dtype=torch.float64)
+        ratios.append(int((flat > M * flat.mean()).sum()) / flat.numel())  # exact count
+    return ratios
+
+
+def owl_block_ratios(dense_stats: dict[str, LayerStats], lm: LoadedModel, sparsity: float,
+                     cfg: OWLConfig, mapping: Literal["owl", "owl_band"] = "owl"
+                     ) -> list[float]:
+    """OWL (Yin et al., 2024): per-block sparsity s_i from the block's outlier ratio r_i
+    (`owl_outlier_ratios`, threshold M); the mean of the s_i is s, and the block with the most
+    outliers is pruned least.
+
+    - ``mapping="owl"`` — as the OWL code computes it (luuyin/OWL, ``lib/prune_all.py``,
+      ``prune_wanda_outlier``): r min–max scaled to [0, 2λ], re-centred on its mean, added to
+      the keep ratio 1 − s; so s_i = s − 2λ (r_i − mean r) / (max r − min r). The spread
+      max s_i − min s_i is exactly 2λ, and one side may reach up to 2λ from s.
+    - ``mapping="owl_band"`` — this project's earlier mapping: s_i = s − λ (r_i − mean r) /
+      max |r_j − mean r|; every s_i lies in [s − λ, s + λ] and the largest deviation is λ.
+
+    When every block has the same outlier ratio (also with a single block) both give s to
+    every block (the OWL code divides by max r − min r = 0 there: NaN). A block sparsity outside
+    [0, 1) is refused naming λ (the OWL code instead raises a sparsity ≤ 0 to 0.01).
+    """
+    if mapping not in ("owl", "owl_band"):
+        raise ValueError(f"OWL mapping must be 'owl' or 'owl_band'; got {mapping!r}")
+    r = torch.tensor(owl_outlier_ratios(dense_stats, lm, cfg.M), dtype=torch.float64)
     dev = r - r.mean()
-    widest = dev.abs().max()
-    scaled = torch.zeros_like(r) if widest == 0 else dev / widest * cfg.lam
+    width = float(r.max() - r.min()) if mapping == "owl" else float(dev.abs().max())
+    if width == 0:
+        scaled = torch.zeros_like(r)
+    else:
+        scaled = dev / width * (2 * cfg.lam if mapping == "owl" else cfg.lam)
     out = [float(sparsity - d) for d in scaled]
     for s in out:
         if not (0 <= s < 1):
             raise ValueError(
-                f"OWL produced a block sparsity {s:.3f} outside [0, 1) for target {sparsity} and "
-                f"λ={cfg.lam}; lower λ"
+                f"OWL ({mapping}) produced a block sparsity {s:.3f} outside [0, 1) for target "
+                f"{sparsity} and λ={cfg.lam}; lower λ"
             )
     return out
 
@@ -162,7 +186,8 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     needs = method.needs(options)  # subset of {"x", "hessian", "grad"}
     calibrated = bool(needs & {"x", "hessian"})
     want_hessian = "hessian" in needs
-    needs_stats = bool(needs) or spec.layer_ratios == "owl" or spec.reconstruction is not None
+    owl = spec.layer_ratios in ("owl", "owl_band")
+    needs_stats = bool(needs) or owl or spec.reconstruction is not None
     if needs_stats and stats is None:
         raise ValueError(f"method {spec.method!r}"
                          + (" with reconstruction" if spec.reconstruction else "")
@@ -170,8 +195,9 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     computed_before = len(stats.computed) if stats else 0
 
     n_blocks = lm.adapter.num_blocks(lm.model)
-    if spec.layer_ratios == "owl":
-        block_ratio = owl_block_ratios(stats.dense_layer_stats(), lm, spec.sparsity, spec.owl)
+    if owl:
+        block_ratio = owl_block_ratios(stats.dense_layer_stats(), lm, spec.sparsity, spec.owl,
+                                       mapping=spec.layer_ratios)
         result.block_ratios = block_ratio
     else:
         block_ratio = [spec.sparsity] * n_blocks

@@ -57,6 +57,7 @@ from .records import (
     study_record,
 )
 from .schema import (
+    OWL_RENAMED_IN,
     READABLE_FROM,
     SCHEMA_VERSION,
     apply_migrations,
@@ -913,6 +914,23 @@ def _check_version(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
             f"store {path} has schema version {found}, older than this prunestudio's "
             f"{SCHEMA_VERSION}; open it once read-write to upgrade it", path=path,
         )
+    elif readonly and found < OWL_RENAMED_IN and _has_band_owl(conn):
+        raise StoreError(
+            f"store {path} has schema version {found} and OWL candidates recorded as 'owl', "
+            "which were computed with the band mapping now named 'owl_band' ('owl' is the OWL "
+            "code's mapping since schema 4); open it once read-write (e.g. `prunestudio "
+            "backup`, or resume a study) to relabel them", path=path,
+        )
+
+
+def _has_band_owl(conn: sqlite3.Connection) -> bool:
+    """A pre-v4 store holds a candidate or study config with layer_ratios 'owl'."""
+    row = conn.execute(
+        "SELECT 1 FROM candidates WHERE json_extract(spec, '$.layer_ratios') = 'owl' UNION ALL "
+        "SELECT 1 FROM studies WHERE config LIKE '%\"layer_ratios\":\"owl\"%' "
+        "OR config LIKE '%\"layer_ratios\": \"owl\"%' LIMIT 1"
+    ).fetchone()
+    return row is not None
 
 
 # Kernel file systems: nothing written there is a file on a disk.

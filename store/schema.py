@@ -1,15 +1,18 @@
 """Schema and migrations of the store (sqlite-utils ``Migrations``).
 
-Rules for later versions: never edit a migration that has shipped; add ``m002_...`` and bump
+Rules for later versions: never edit a migration that has shipped; add ``m00N_...`` and bump
 ``SCHEMA_VERSION`` in the same change. Every migration records the version it brings the file
 to in ``meta`` and ``PRAGMA user_version`` (both are read; the larger one wins).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from prunestudio.schema.canonical import canonical_json, spec_hash
 
 if TYPE_CHECKING:  # sqlite_utils imports pandas when present (~0.3 s): only load it to migrate
     from sqlite_utils import Database
@@ -18,6 +21,7 @@ if TYPE_CHECKING:  # sqlite_utils imports pandas when present (~0.3 s): only loa
 __all__ = [
     "SCHEMA_VERSION",
     "READABLE_FROM",
+    "OWL_RENAMED_IN",
     "MIGRATION_SET",
     "get_migrations",
     "stored_schema_version",
@@ -27,11 +31,14 @@ __all__ = [
     "table_names",
 ]
 
-SCHEMA_VERSION = 3
-# The oldest version a read-only open accepts: every later migration only adds tables or
-# nullable columns, and a read of a table (column) a store does not have yet returns nothing
-# (e.g. `Store.predictor_fits`, `workers.device` read through ``SELECT *``).
+SCHEMA_VERSION = 4
+# The oldest version a read-only open accepts: every later migration but m004 only adds tables
+# or nullable columns, and a read of a table (column) a store does not have yet returns nothing
+# (e.g. `Store.predictor_fits`, `workers.device` read through ``SELECT *``). m004 renames a
+# value: a read-only open of an older store holding OWL candidates is refused (`store.db`)
+# until the store is opened read-write once, so no reader shows band-mapped results as 'owl'.
 READABLE_FROM = 1
+OWL_RENAMED_IN = 4  # the version whose migration renamed layer_ratios 'owl' -> 'owl_band'
 MIGRATION_SET = "prunestudio"
 
 # Key columns of `metrics` are NOT NULL: a missing dataset/split/fidelity/role is stored as ''
@@ -178,10 +185,64 @@ def m003_worker_devices(db: Database) -> None:
     _set_version(db, 3)
 
 
+# v4: `layer_ratios = "owl"` now means the OWL code's mapping (s_i = s − 2λ (r_i − mean r) /
+# (max r − min r)); what was recorded as "owl" before was computed with the band mapping (every
+# s_i within [s − λ, s + λ]), now named "owl_band". Every candidate spec and study config that
+# says "owl" (at any depth of its JSON) is rewritten to "owl_band", and a rewritten candidate's
+# spec hash recomputed, so old results keep a truthful label and a resumed old study computes
+# what it recorded. Nothing else in the JSON changes (re-serialised canonically, as written).
+def _owl_to_band(value: Any) -> tuple[Any, bool]:
+    """``value`` with every object's ``"layer_ratios": "owl"`` made ``"owl_band"``; and
+    whether anything changed."""
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for k, v in value.items():
+            if k == "layer_ratios" and v == "owl":
+                out[k], hit = "owl_band", True
+            else:
+                out[k], hit = _owl_to_band(v)
+            changed |= hit
+        return out, changed
+    if isinstance(value, list):
+        pairs = [_owl_to_band(v) for v in value]
+        return [v for v, _ in pairs], any(hit for _, hit in pairs)
+    return value, False
+
+
+def _next_seq(db: Database) -> int:
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq'")
+    return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+
+
+def m004_owl_band(db: Database) -> None:
+    # a rewritten row gets a new change number, so a reader polling since a cursor sees it
+    touched: set[int] = set()
+    cands = db.execute(
+        "SELECT id, study_id, spec FROM candidates WHERE spec LIKE '%\"owl\"%' ORDER BY id"
+    ).fetchall()
+    for cid, sid, text in cands:
+        spec, changed = _owl_to_band(json.loads(text))
+        if changed:
+            db.execute("UPDATE candidates SET spec = ?, spec_hash = ?, updated_seq = ? "
+                       "WHERE id = ?", [canonical_json(spec), spec_hash(spec), _next_seq(db), cid])
+            touched.add(int(sid))
+    studies = db.execute(
+        "SELECT id, config FROM studies WHERE config LIKE '%\"owl\"%' ORDER BY id").fetchall()
+    for sid, text in studies:
+        config, changed = _owl_to_band(json.loads(text))
+        if changed:
+            db.execute("UPDATE studies SET config = ? WHERE id = ?", [canonical_json(config), sid])
+            touched.add(int(sid))
+    for sid in sorted(touched):
+        db.execute("UPDATE studies SET updated_seq = ? WHERE id = ?", [_next_seq(db), sid])
+    _set_version(db, 4)
+
+
 # In order; the name is what `_sqlite_migrations` records.
 _STEPS: list[tuple[str, Callable[[Database], None]]] = [
     ("m001_initial", m001_initial), ("m002_predictor_fits", m002_predictor_fits),
-    ("m003_worker_devices", m003_worker_devices)]
+    ("m003_worker_devices", m003_worker_devices), ("m004_owl_band", m004_owl_band)]
 _MIGRATIONS: Migrations | None = None
 
 

@@ -16,6 +16,7 @@ per Hessian tensor, so a search computes it once per layer.
 from __future__ import annotations
 
 import weakref
+from functools import lru_cache
 
 import torch
 from prunestudio.engine.methods.base import LayerInputs, ScoreMethod
@@ -45,6 +46,14 @@ def inverse_hessian_diagonal(hessian: torch.Tensor, where: str = "layer") -> tor
     return d
 
 
+@lru_cache(maxsize=256)
+def _parsed(expression: str):
+    """The tree of an expression and its leaves, parsed once per expression (a candidate
+    scores every layer with one expression; trees are never mutated)."""
+    tree = parse(expression)
+    return tree, leaves_used(tree)
+
+
 class Symbolic(ScoreMethod):
     name = "symbolic"
     description = ("an expression over W, G, X (Pruner-Zero; D: inverse-Hessian diagonal), "
@@ -54,14 +63,13 @@ class Symbolic(ScoreMethod):
     needs_grad = True
 
     def needs(self, options: SymbolicOptions) -> frozenset[str]:
-        used = leaves_used(parse(options.expression))
+        used = _parsed(options.expression)[1]
         return frozenset(need for leaf, need in (("X", "x"), ("G", "grad"), ("D", "hessian"))
                          if leaf in used)
 
     def score(self, weight: torch.Tensor, inputs: LayerInputs,
               options: SymbolicOptions) -> torch.Tensor:
-        tree = parse(options.expression)
-        used = leaves_used(tree)
+        tree, used = _parsed(options.expression)
         x = g = d = None
         if "X" in used:
             if inputs.stats is None or inputs.stats.x_sqnorm is None:

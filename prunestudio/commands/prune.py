@@ -48,8 +48,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsities", default="0.5", help="comma-separated, each in [0, 1)")
     p.add_argument("--patterns", default="unstructured",
                    help="comma-separated: unstructured, 2:4, 4:8, any N:M with N < M")
-    p.add_argument("--layer-ratios", default="uniform", choices=["uniform", "owl"],
-                   help="per-layer sparsity: uniform, or OWL outlier-weighted (M=5, λ=0.08)")
+    p.add_argument("--layer-ratios", default="uniform", choices=["uniform", "owl", "owl_band"],
+                   help="per-block sparsity: uniform; owl (OWL's outlier-weighted ratios as its "
+                   "code maps them, M=5, λ=0.08: spread 2λ around the target); owl_band (the "
+                   "same outlier ratios kept within target ± λ)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="an option of one of --methods, e.g. magnitude.scope=row (repeatable; "
                    "lists and objects as JSON: structured.layer_ratios=[0.5,0.25])")

@@ -5,7 +5,8 @@ defaults filled in), so the engine (``CandidateSpec.label``), the store's record
 (``Candidate.label``), ``prunestudio show``, the TUI and the web app all print the same text:
 
 - ``dense``
-- ``wanda 50%``, ``wanda 2:4``, ``sparsegpt 60% owl``, ``wanda 50% dense-calib``
+- ``wanda 50%``, ``wanda 2:4``, ``sparsegpt 60% owl`` (``owl-band``: OWL's ratios
+  kept within ±λ), ``wanda 50% dense-calib``
 - ``symbolic div(W,D) 50% kinds[k+0.10,up-0.05]`` (a sparsity offset per layer kind, re-centred
   by the engine so the model as a whole is at 50 %)
 - ``magnitude[matrix] 50%`` (magnitude names its scope), ``magnitude[row][ties=topk] 50%``
@@ -100,6 +101,8 @@ def _pruning_label(spec: Mapping[str, Any]) -> str:
         parts.append(_pct(spec.get("sparsity", 0.0)))
     if spec.get("layer_ratios") == "owl":
         parts.append("owl")
+    elif spec.get("layer_ratios") == "owl_band":
+        parts.append("owl-band")
     elif spec.get("layer_ratios") == "by_kind":
         parts.append(f"kinds[{kind_offsets_text(spec.get('kind_offsets')) or 'uniform'}]")
     calibration = spec.get("calibration")

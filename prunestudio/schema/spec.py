@@ -76,10 +76,21 @@ class Pattern(BaseModel):
 
 
 class OWLConfig(BaseModel):
+    """OWL's two hyper-parameters (Yin et al., 2024; code luuyin/OWL ``lib/prune_all.py``).
+
+    M = 5 and λ = 0.08 are what the OWL README's LLaMA commands pass (``--Hyper_m 5 --Lamda
+    0.08``); the argparse default of its ``main.py`` is M = 3 (λ = 0.08)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    M: float = Field(5.0, gt=0, description="outlier threshold: entries above M × mean")
-    lam: float = Field(0.08, ge=0, lt=1, description="ratios lie in [s − λ, s + λ]")
+    M: float = Field(5.0, gt=0, description="outlier threshold: a block's outlier ratio is the "
+                     "share of its |W|·‖X‖ entries above M × their mean; default 5 as the OWL "
+                     "README's LLaMA commands (--Hyper_m 5; the argparse default in its main.py "
+                     "is 3)")
+    lam: float = Field(0.08, ge=0, lt=1, description="λ: layer_ratios 'owl' spreads the block "
+                       "sparsities over exactly 2λ around s (s − 2λ (r_i − mean r) / (max r − "
+                       "min r), as the OWL code); 'owl_band' keeps them in [s − λ, s + λ]; "
+                       "default 0.08 as the OWL README (--Lamda 0.08)")
 
 
 class CalibrationConfig(BaseModel):
@@ -100,7 +111,10 @@ class CandidateSpec(BaseModel):
     method: str = Field(description="registered method name, e.g. wanda, sparsegpt, dense")
     sparsity: float = Field(0.0, description="target fraction of pruned weights, in [0, 1)")
     pattern: Pattern = Pattern()
-    layer_ratios: Literal["uniform", "owl", "by_kind"] = "uniform"
+    layer_ratios: Literal["uniform", "owl", "owl_band", "by_kind"] = Field(
+        "uniform", description="per-block sparsity: uniform; owl (OWL's outlier-weighted "
+        "ratios as its code maps them: spread 2λ); owl_band (the same outlier ratios mapped "
+        "into [s − λ, s + λ]: what 'owl' meant before store schema 4); by_kind (kind_offsets)")
     owl: OWLConfig | None = None
     kind_offsets: dict[str, float] | None = Field(
         None, description="layer_ratios by_kind: a sparsity offset per layer kind (q, k, v, o, "
@@ -203,7 +217,7 @@ class CandidateSpec(BaseModel):
             object.__setattr__(self, "sparsity", self.pattern.sparsity)
         elif self.sparsity == 0:
             raise ValueError(f"method {self.method!r} needs a sparsity in (0, 1)")
-        if self.layer_ratios == "owl" and self.owl is None:
+        if self.layer_ratios in ("owl", "owl_band") and self.owl is None:
             object.__setattr__(self, "owl", OWLConfig())
         return self
 

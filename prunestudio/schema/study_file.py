@@ -121,7 +121,10 @@ class GridSection(_Strict):
     sparsities: list[Annotated[float, AfterValidator(_sparsity)]] = Field(
         default_factory=lambda: [0.5])
     patterns: list[str] = Field(default_factory=lambda: ["unstructured"])
-    layer_ratios: Literal["uniform", "owl"] = "uniform"
+    layer_ratios: Literal["uniform", "owl", "owl_band"] = Field(
+        "uniform", description="per-block sparsity of the unstructured candidates: uniform, "
+        "owl (OWL's ratios as its code maps them, M = 5, λ = 0.08) or owl_band (the same "
+        "outlier ratios kept within [s − λ, s + λ]); N:M candidates stay uniform")
     include_dense: bool = True
 
     @field_validator("patterns")

@@ -52,7 +52,8 @@ def test_interrupted_is_a_resumable_end_state_of_a_version_1_store(db_path: Path
     with open_store(db_path) as s:  # a store as the current release writes it
         assert s.schema_version == SCHEMA_VERSION
         applied = s.conn.execute("SELECT name FROM _sqlite_migrations").fetchall()
-        assert applied == [("m001_initial",), ("m002_predictor_fits",), ("m003_worker_devices",)]
+        assert applied == [("m001_initial",), ("m002_predictor_fits",), ("m003_worker_devices",),
+                           ("m004_owl_band",)]
         # statuses are free text in the v1 schema (no CHECK): no migration is needed
         sql = s.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'studies'").fetchone()
         assert "CHECK" not in sql[0].upper()

@@ -48,7 +48,7 @@ def test_migrations_create_schema_and_record_version(store: Store, db_path: Path
     applied = store.conn.execute(
         "SELECT migration_set, name FROM _sqlite_migrations").fetchall()
     assert applied == [("prunestudio", "m001_initial"), ("prunestudio", "m002_predictor_fits"),
-                       ("prunestudio", "m003_worker_devices")]
+                       ("prunestudio", "m003_worker_devices"), ("prunestudio", "m004_owl_band")]
     assert store.schema_version == SCHEMA_VERSION
 
 
