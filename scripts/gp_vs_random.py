@@ -50,6 +50,7 @@ def study_name(kind: str, seed: int, args: argparse.Namespace) -> str:
     seeded = "-seeded" if args.seed_metrics else ""
     space = "" if args.leaves == ["W", "G", "X"] and not args.constants else (
         "-" + "".join(args.leaves) + ("c" if args.constants else ""))
+    space += "-bk" if args.allocation == "by_kind" else ""
     return f"{kind}-b{args.budget}-p{args.population}{seeded}{space}-s{seed}"
 
 
@@ -66,6 +67,7 @@ def search_config(kind: str, seed: int, args: argparse.Namespace) -> dict[str, A
             "seed_metrics": args.seed_metrics, "sparsity": 0.5, "calibration": "dense",
             "split": search_split(args), "finalists": 1, "baselines": [],
             "leaves": args.leaves, "constants": args.constants,
+            "allocation": {"mode": args.allocation},
         },
     }
 
@@ -199,7 +201,8 @@ def table(store_path: str, args: argparse.Namespace) -> str:
                + ("SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
                   if args.model == "default" else args.model)
                + f"; 50 % unstructured; leaves {','.join(args.leaves)}"
-               + (" + constants" if args.constants else ""))
+               + (" + constants" if args.constants else "")
+               + ("; allocation by kind" if args.allocation == "by_kind" else ""))
     return "\n".join(out)
 
 
@@ -221,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ood-n", type=int, default=0, help="Hamlet windows (0: none)")
     p.add_argument("--leaves", default="W,G,X", help="terminals (W,G,X the paper's; D too)")
     p.add_argument("--constants", action="store_true", help="constants as terminals too")
+    p.add_argument("--allocation", default="uniform", choices=["uniform", "by_kind"],
+                   help="by_kind: per-layer-kind sparsity offsets in the genome")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
