@@ -1,7 +1,15 @@
 """GBLM-Pruner (Das et al., 2023): |W|·‖X‖ + |W|·G, per output row.
 
-G = sqrt(Σ_s (100 · ∂L_s/∂W)²) over the calibration samples, from the dense model (cached);
-‖X‖ is Wanda's scaler_row from the sequential pass — as in the authors' code.
+As the authors' code computes it (VILA-Lab/GBLM-Pruner, `lib/prune.py` `prune_gblm`):
+score = |W| · sqrt(scaler_row) + |W| · G, compared within each output row (unstructured: the
+lowest fraction of the row; N:M: the N lowest of every M consecutive inputs), layer by layer
+with each block's X from the already-pruned blocks before it.
+  G          = sqrt(Σ_s (100 · ∂L_s/∂W)²) over the calibration samples, one backward of the
+               mean token loss per sample on the dense model (`gradient_computation.py`'s l2
+               aggregate, scale 100), cached; `StatsCache.gradients`.
+  scaler_row = Σ over the tokens of x², divided by the number of samples (`WrappedGPT`).
+What differs from that code (dtype, eval mode, rounding of the per-row count) and why:
+docs/reference-fidelity.md.
 """
 
 import torch

@@ -493,7 +493,8 @@ class PredictorSection(_Strict):
     keep_first: int = Field(1, ge=0, description="first blocks never pruned")
     keep_last: int = Field(1, ge=0, description="last blocks never pruned")
     importance: Importance = Field("taylor_second", description="structured importance "
-                                   "(LLM-Pruner's default: second-order Taylor)")
+                                   "(second-order Taylor, LLM-Pruner's param_second; its "
+                                   "hf_prune.py default is param_first = taylor_first)")
     rounds: int = Field(3, ge=1, description="sample → fit → narrow rounds")
     samples_per_round: int = Field(16, ge=2)
     kfold: int = Field(5, ge=2, description="folds of the predictors' cross-validation")

@@ -26,35 +26,52 @@ TAYLOR = ("taylor_vector", "taylor_first", "taylor_second", "taylor_mix")
 
 
 def _member_ref(w: torch.Tensor, g: torch.Tensor, f: torch.Tensor, x: torch.Tensor | None,
-                importance: str, coeffs: Coefficients) -> float:
-    """One member slice (float64): the formulas written out on the slice itself."""
+                importance: str, coeffs: Coefficients, axis: int = 0) -> list[float]:
+    """One member slice (float64): the formulas written out on the slice itself, one value per
+    line (row for axis 0, column for axis 1), as LLM-Pruner's TaylorImportance reduces them
+    (vectorize: |Σ of each line|; param_second: W·F·W with no ½; param_mix: ½)."""
+    if axis == 1:  # columns are the lines
+        w, g, f = w.t(), g.t(), f.t()
     wg = w * g
-    second = 0.5 * w * w * f
+    second = w * w * f
     values = {
-        "taylor_vector": abs(float(wg.sum())),
-        "taylor_first": float(wg.abs().sum()),
-        "taylor_second": float(second.sum()),
-        "taylor_mix": float((wg - second).abs().sum()),
-        "l1": float(w.abs().sum()),
-        "l2": float((w * w).sum()),
+        "taylor_vector": [abs(float(r.sum())) for r in wg],
+        "taylor_first": [float(r.abs().sum()) for r in wg],
+        "taylor_second": [float(r.sum()) for r in second],
+        "taylor_mix": [float(r.abs().sum()) for r in (wg - 0.5 * second)],
+        "l1": [float(r.abs().sum()) for r in w],
+        "l2": [float((r * r).sum()) for r in w],
     }
     if x is not None:
-        values["activation"] = float((w.abs() * x.double().sqrt().reshape(1, -1)).sum())
-    values["combined"] = (coeffs.alpha * values["taylor_vector"] + coeffs.beta
-                          * values["taylor_first"] + coeffs.gamma * values["taylor_second"])
+        xs = x.double().sqrt()
+        xs = xs.reshape(-1, 1) if axis == 1 else xs.reshape(1, -1)
+        values["activation"] = [float(r.sum()) for r in (w.abs() * xs)]
+    values["combined"] = [coeffs.alpha * a + coeffs.beta * b + coeffs.gamma * c for a, b, c in
+                          zip(values["taylor_vector"], values["taylor_first"],
+                              values["taylor_second"], strict=True)]
     return values[importance]
 
 
-def _aggregate(values: list[float], how: str) -> float:
-    if how == "sum":
-        return sum(values)
-    if how == "mean":
-        return sum(values) / len(values)
-    if how == "max":
-        return max(values)
-    if how == "prod":
-        return math.prod(values)
-    return values[-1]  # last executed member
+def _aggregate(members: list[list[float]], how: str) -> float:
+    """LLM-Pruner's reduction: longer members folded onto the shortest (line i → i mod width,
+    summed), the members reduced position by position, then the positions summed (a head's
+    consecutive channels)."""
+    width = min(len(v) for v in members)
+    folded = [[sum(v[i] for i in range(p, len(v), width)) for p in range(width)] for v in members]
+    total = 0.0
+    for p in range(width):
+        values = [v[p] for v in folded]
+        if how == "sum":
+            total += sum(values)
+        elif how == "mean":
+            total += sum(values) / len(values)
+        elif how == "max":
+            total += max(values)
+        elif how == "prod":
+            total += math.prod(values)
+        else:
+            total += values[-1]  # last executed member
+    return total
 
 
 def _reference(lm, arch, ids, importance, aggregation, attention_unit, coeffs, x_cols=None):
@@ -80,7 +97,8 @@ def _reference(lm, arch, ids, importance, aggregation, attention_unit, coeffs, x
                     w = slice_weight(mods[key], rows, cols).double()
                     g, f = grad[nm][rows, cols], fisher[nm][rows, cols]
                     x = None if x_cols is None else x_cols[nm][cols]
-                    member_values.append(_member_ref(w, g, f, x, importance, coeffs))
+                    axis = 0 if cols == slice(None) else 1
+                    member_values.append(_member_ref(w, g, f, x, importance, coeffs, axis))
                 scores.append(_aggregate(member_values, aggregation))
             out[(b, kind)] = scores
     return out
@@ -144,7 +162,8 @@ def test_magnitude_and_activation_importance(arch, importance):
                 for key, _, rows, cols in unit_slices(lm.model, arch, b, kind, u):
                     w = slice_weight(mods[key], rows, cols).double()
                     x = None if x_cols is None else x_cols[by_id[id(mods[key])]][cols]
-                    want += _member_ref(w, w, w, x, importance, Coefficients())
+                    axis = 0 if cols == slice(None) else 1
+                    want += sum(_member_ref(w, w, w, x, importance, Coefficients(), axis))
                 assert float(got[u]) == pytest.approx(want, rel=1e-4), (b, kind, u)
 
 
