@@ -210,9 +210,9 @@ def ref_hessian(inputs: list[torch.Tensor], nsamples: int) -> torch.Tensor:
 
 
 def ref_row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Per output row, the k = round(in · s) lowest scores (ties: lower column first)."""
+    """Per output row, the k = int(in · s) lowest scores (ties: lower column first)."""
     rows, cols = score.shape
-    k = int(round(cols * sparsity))
+    k = int(cols * sparsity)
     mask = torch.zeros(rows, cols, dtype=torch.bool)
     for r in range(rows):
         vals = score[r].tolist()

@@ -25,7 +25,7 @@ def test_per_matrix_uses_one_global_threshold(arch, sparsity):
     rows_differ = False
     for n, m in linear_modules(lm.model).items():
         a = before[n].abs().flatten()
-        k = round(a.numel() * sparsity)
+        k = int(a.numel() * sparsity)
         threshold = torch.kthvalue(a, k).values  # the k-th smallest |w|
         expect = before[n].abs() <= threshold
         got = logical_weight(m) == 0
@@ -43,7 +43,7 @@ def test_per_row_threshold_per_output_row(arch):
     prune_model(lm, CandidateSpec(method="magnitude", sparsity=0.3, options={"scope": "row"}), None)
     for n, m in linear_modules(lm.model).items():
         w = before[n].abs()
-        k = round(w.shape[1] * 0.3)
+        k = int(w.shape[1] * 0.3)
         thresholds = torch.kthvalue(w, k, dim=1).values.unsqueeze(1)
         assert torch.equal(logical_weight(m) == 0, w <= thresholds), n
 

@@ -132,7 +132,7 @@ def test_owl_candidate_prunes_each_block_to_its_ratio(layer_ratios, formula):
     for n, m in linear_modules(lm.model).items():
         s_i = expect[block_index(n)]
         w = logical_weight(m)
-        k = round(w.shape[1] * s_i)
+        k = int(w.shape[1] * s_i)
         assert bool(((w == 0).sum(1) == k).all()), n  # every linear of a block shares s_i
         assert result.layer_targets[n] == pytest.approx(s_i)
     assert abs(result.overall_sparsity - 0.5) < 0.01

@@ -36,7 +36,7 @@ def ref_sparsegpt(W: torch.Tensor, H: torch.Tensor, *, sparsity: float | None = 
     to zero and the OBS update δ = −(w_p / [H_F⁻¹]_jj) · H_F⁻¹[j, :] is applied to the rest of
     row r. The saliency of weight (r, c) is w² / [(H[c:, c:])⁻¹]_00, evaluated on the current
     weights when its mask is chosen: unstructured masks once per block of `blocksize` columns
-    over all rows (the lowest round(rows · width · s)), N:M masks once per group of M columns.
+    over all rows (the lowest int(rows · width · s)), N:M masks once per group of M columns.
     """
     W = W.double().clone()
     H = H.double().clone()
@@ -54,7 +54,7 @@ def ref_sparsegpt(W: torch.Tensor, H: torch.Tensor, *, sparsity: float | None = 
             block = range(j, min(j + blocksize, cols))
             cands = sorted((saliency(r, c), r * len(block) + (c - j), r, c)
                             for r in range(rows) for c in block)
-            k = round(rows * len(block) * sparsity)
+            k = int(rows * len(block) * sparsity)
             for _, _, r, c in cands[:k]:
                 mask[r, c] = True
         if nm is not None and j % nm[1] == 0:
@@ -147,7 +147,7 @@ def test_exact_zero_count_per_block(sparsity, blocksize):
     W = torch.randn(rows, cols, generator=torch.Generator().manual_seed(2))
     new_w, mask = sparsegpt_update(W, _hessian(x, 8).float(), LayerTarget(sparsity),
                                    blocksize=blocksize)
-    k = round(rows * blocksize * sparsity)
+    k = int(rows * blocksize * sparsity)
     for b0 in range(0, cols, blocksize):
         assert int((new_w[:, b0 : b0 + blocksize] == 0).sum()) == k
         assert int(mask[:, b0 : b0 + blocksize].sum()) == k
