@@ -72,3 +72,22 @@ def test_overflowing_loss_reports_infinite_perplexity():
     ids = random_ids(2, 8)
     res = perplexity(lm.model, _windows(ids), lm.device)
     assert res.ppl == math.inf and math.isfinite(res.nll_sum)
+
+
+@pytest.mark.parametrize("seqlen", [32, 129])
+def test_window_nll_is_bit_identical_to_the_sliced_cross_entropy(seqlen):
+    """The evaluation skips copying the [:, :-1] logits slice; the sums must not move a bit."""
+    import torch.nn.functional as F
+
+    lm = make_lm("llama", layers=2, seed=seqlen)
+    ids = random_ids(6, seqlen, seed=seqlen)
+    got = window_nll(lm.model, ids, "cpu", batch_size=4)
+    expect = []
+    with torch.no_grad():
+        for start in range(0, 6, 4):
+            x = ids[start : start + 4]
+            logits = lm.model(x, use_cache=False).logits[:, :-1, :].float()
+            t = x[:, 1:]
+            expect.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t.reshape(-1),
+                                          reduction="none").reshape(t.shape).sum(1))
+    assert torch.equal(got, torch.cat(expect).double())
