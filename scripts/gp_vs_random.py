@@ -19,6 +19,7 @@ the protocol can be run piecewise. The full protocol of the issue:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -115,9 +116,31 @@ def run(config_data: dict[str, Any], store_path: str, lm, quiet: bool) -> None:
     print(f"# {name}: {time.time() - t0:.0f}s", file=sys.stderr)
 
 
+def _metric(cand: dict[str, Any], role: str) -> dict[str, Any] | None:
+    return next((m for m in cand["metrics"] if m["name"] == "ppl" and m["role"] == role), None)
+
+
 def _ppl(cand: dict[str, Any], role: str) -> float | None:
-    return next((m["value"] for m in cand["metrics"] if m["name"] == "ppl" and m["role"] == role),
-                None)
+    m = _metric(cand, role)
+    return None if m is None else m["value"]
+
+
+def _windows(cand: dict[str, Any] | None, role: str) -> list[float] | None:
+    m = _metric(cand, role) if cand else None
+    return None if m is None else (m.get("protocol") or {}).get("window_mean_nll")
+
+
+def _vs(cand: dict[str, Any], ref: dict[str, Any] | None, role: str) -> str:
+    """PPL ratio to the reference on the same windows and the paired noise: ``0.97× (−2.1 SE)``
+    — the difference in log PPL over its paired standard error."""
+    from prunestudio.engine.evaluate.perplexity import paired_log_se
+
+    a, b = _windows(cand, role), _windows(ref, role)
+    if not a or not b or len(a) != len(b):
+        return "—"
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    se = paired_log_se(a, b)
+    return f"{math.exp(diff):.3f}× ({diff / se:+.1f} SE)" if se else f"{math.exp(diff):.3f}×"
 
 
 def _study_minutes(store, study_id: int) -> float:
@@ -128,6 +151,14 @@ def _study_minutes(store, study_id: int) -> float:
     return (max(ends) - min(starts)) / 60 if starts and ends else 0.0
 
 
+def _pm(cand: dict[str, Any], role: str) -> str:
+    m = _metric(cand, role)
+    if m is None:
+        return "—"
+    se = (m.get("protocol") or {}).get("ppl_se")
+    return f"{m['value']:.2f}" + (f" ± {se:.2f}" if se else "")
+
+
 def table(store_path: str, args: argparse.Namespace) -> str:
     from prunestudio.engine.report import search_summary
     from prunestudio.store import StoreError, open_store
@@ -135,13 +166,22 @@ def table(store_path: str, args: argparse.Namespace) -> str:
     from prunestudio.schema.labels import spec_label
 
     lines = ["| kind | seed | real evals | reused (saved) | failed | wall-clock (min) | best "
-             "metric (noise-aware rank) | search PPL | held-out PPL in-domain | out-of-domain |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+             "genome (noise-aware rank) | search PPL | held-out PPL in-domain | vs Wanda | "
+             "out-of-domain | vs Wanda |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     per_kind: dict[str, list[tuple[float, float | None, float | None]]] = {}
     reused = evaluated = 0
     minutes = 0.0
-    fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     with open_store(store_path, readonly=True) as store:
+        refs, wanda = [], None
+        try:
+            ref_study = store.get_study(f"wanda-ref-h{args.heldout_n}-o{args.ood_n}")
+            for c in store.candidates(ref_study["id"], with_metrics=True):
+                refs.append(c)
+                if spec_label(c["spec"]) == "wanda 50%":
+                    wanda = c
+        except StoreError:
+            pass
         for kind in args.kinds:
             for seed in args.seeds:
                 try:
@@ -151,41 +191,39 @@ def table(store_path: str, args: argparse.Namespace) -> str:
                 cands = store.candidates(study["id"], with_metrics=True)
                 s = search_summary(study, cands)
                 best = s["best"]
-                held = ood = None
-                if best:
-                    cand = next(c for c in cands if c["id"] == best["id"])
-                    held, ood = _ppl(cand, "in_domain"), _ppl(cand, "out_of_domain")
-                    per_kind.setdefault(kind, []).append((best["search_ppl"], held, ood))
                 reused += s["reused"]
                 evaluated += s["evaluated"]
                 minutes += s["candidate_minutes"]
                 wall = _study_minutes(store, study["id"])
                 status = "" if study["status"] == "finished" else f" ({study['status']})"
-                lines.append(
-                    f"| {kind}{status} | {seed} | {s['evaluated']} | {s['reused']} "
-                    f"({s['saved_fraction']:.0%}) | {s['failed']} | {wall:.1f} | "
-                    f"`{best['expression'] if best else '—'}` | "
-                    f"{fmt(best['search_ppl'] if best else None)} | {fmt(held)} | {fmt(ood)} |")
-        refs = []
-        try:
-            ref = store.get_study(f"wanda-ref-h{args.heldout_n}-o{args.ood_n}")
-            for c in store.candidates(ref["id"], with_metrics=True):
-                refs.append((spec_label(c["spec"]), _ppl(c, "fitness_text"), _ppl(c, "in_domain"),
-                             _ppl(c, "out_of_domain")))
-        except StoreError:
-            pass
+                head = (f"| {kind}{status} | {seed} | {s['evaluated']} | {s['reused']} "
+                        f"({s['saved_fraction']:.0%}) | {s['failed']} | {wall:.1f} | ")
+                if not best:
+                    lines.append(head + "— | — | — | — | — | — |")
+                    continue
+                cand = next(c for c in cands if c["id"] == best["id"])
+                held, ood = _ppl(cand, "in_domain"), _ppl(cand, "out_of_domain")
+                per_kind.setdefault(kind, []).append((best["search_ppl"], held, ood))
+                label = spec_label(cand["spec"]).removeprefix("symbolic ")
+                lines.append(head + f"`{label}` | {best['search_ppl']:.2f} | "
+                             f"{_pm(cand, 'in_domain')} | {_vs(cand, wanda, 'in_domain')} | "
+                             f"{_pm(cand, 'out_of_domain')} | "
+                             f"{_vs(cand, wanda, 'out_of_domain')} |")
     out = ["\n".join(lines), ""]
+    wanda_in = _ppl(wanda, "in_domain") if wanda else None
     for kind, rows in per_kind.items():
         search = statistics.median(r[0] for r in rows)
         held = [r[1] for r in rows if r[1] is not None]
         ood = [r[2] for r in rows if r[2] is not None]
+        med = statistics.median(held) if held else None
         out.append(f"- {kind}: median best search PPL {search:.2f}"
-                   + (f", median held-out PPL in-domain {statistics.median(held):.2f}"
-                      if held else "")
+                   + (f", median held-out PPL in-domain {med:.2f}" if med else "")
+                   + (f" ({med / wanda_in:.3f} × Wanda's)" if med and wanda_in else "")
                    + (f", out-of-domain {statistics.median(ood):.2f}" if ood else ""))
-    for label, search, held, ood in refs:
-        out.append(f"- {label}: search PPL {fmt(search)}, held-out PPL in-domain {fmt(held)}, "
-                   f"out-of-domain {fmt(ood)}")
+    for c in refs:
+        out.append(f"- {spec_label(c['spec'])}: search PPL {_pm(c, 'fitness_text')}, held-out "
+                   f"PPL in-domain {_pm(c, 'in_domain')}, out-of-domain "
+                   f"{_pm(c, 'out_of_domain')}")
     total = evaluated + reused
     if total:
         out.append(f"- mask equivalence: {reused} of {total} fitness values reused "
@@ -193,6 +231,8 @@ def table(store_path: str, args: argparse.Namespace) -> str:
     if minutes:
         out.append(f"- {evaluated} real evaluations in {minutes:.1f} min of candidate time: "
                    f"{evaluated / minutes:.2f} real evaluations per minute")
+    out.append("- vs Wanda: PPL ratio to Wanda 50 % (sequential calibration) on the same "
+               "windows, and the difference in log PPL over its paired standard error")
     out.append(f"- held-out = pydoc tokens [40000, {40000 + 256 * args.heldout_n}), "
                f"{args.heldout_n} × 256"
                + (f"; out-of-domain = Hamlet, {args.ood_n} × 256" if args.ood_n else "")
