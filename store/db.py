@@ -918,8 +918,9 @@ def _check_version(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         raise StoreError(
             f"store {path} has schema version {found} and OWL candidates recorded as 'owl', "
             "which were computed with the band mapping now named 'owl_band' ('owl' is the OWL "
-            "code's mapping since schema 4); open it once read-write (e.g. `prunestudio "
-            "backup`, or resume a study) to relabel them", path=path,
+            "code's mapping since schema 4); open it once read-write to relabel them: "
+            f"`prunestudio run --resume STUDY --store {path}` with any of its studies (a "
+            "finished one runs nothing again)", path=path,
         )
 
 
