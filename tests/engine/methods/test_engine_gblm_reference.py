@@ -26,7 +26,14 @@ import copy
 
 import pytest
 import torch
-from engine_testlib import block_index, linear_modules, logical_weight, make_lm, random_ids
+from engine_testlib import (
+    block_index,
+    linear_modules,
+    logical_weight,
+    make_lm,
+    random_ids,
+    ref_row_mask,
+)
 from prunestudio.engine.calibration import StatsCache, calibration_hash
 from prunestudio.engine.methods.base import ScoreMethod
 from prunestudio.engine.methods.gblm import GBLM
@@ -75,18 +82,6 @@ class _RunningScaler:
             self.scaler_row[j] += float((inp[j] * inp[j]).sum()) / self.nsamples
 
 
-def _row_mask(metric: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Per row, the first int(in · sparsity) of a stable ascending sort."""
-    rows, cols = metric.shape
-    k = int(cols * sparsity)
-    mask = torch.zeros(rows, cols, dtype=torch.bool)
-    for r in range(rows):
-        vals = metric[r].tolist()
-        for j in sorted(range(cols), key=lambda c: (vals[c], c))[:k]:
-            mask[r, j] = True
-    return mask
-
-
 def _nm_mask(metric: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """In every group of m consecutive input columns of a row, the n lowest."""
     rows, cols = metric.shape
@@ -124,7 +119,7 @@ def gblm_code_prune(model: torch.nn.Module, ids: torch.Tensor, grads: dict[str, 
             w = mods[n].weight.detach()
             metric = w.abs() * wrapped[n].scaler_row.sqrt().reshape(1, -1)
             metric = metric + w.abs() * grads[n].abs()
-            mask = _row_mask(metric, sparsity) if nm is None else _nm_mask(metric, *nm)
+            mask = ref_row_mask(metric, sparsity) if nm is None else _nm_mask(metric, *nm)
             scores[n], masks[n] = metric, mask
             with torch.no_grad():
                 mods[n].weight[mask] = 0
