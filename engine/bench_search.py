@@ -14,7 +14,9 @@ Each candidate runs twice, back to back, in alternating order: with the referenc
 implementation) and with the current one (``"select"``). The zero-pattern hashes and the
 fitness values of the two runs must be identical; the result says whether they were.
 
-Phases per candidate (seconds): score (the metric and its finiteness check), select (the mask),
+Phases per candidate (seconds): score (the metric and its finiteness check), select (the mask;
+with the pipelined CPU path, `ScoreMethod.prune_layers`, only the wait for the selection thread:
+the selection work hidden behind scoring is not charged),
 apply (writing the masks, and `prune_model`'s per-layer bookkeeping), hash, evaluate (fitness
 forward), restore, record (store writes), other (the rest of `run_job`: spec validation,
 measurement set-up). The floor (`prunestudio.engine.floor`) is measured on this machine in the
@@ -251,7 +253,9 @@ def run_search_bench(config: StudyConfig, store: Store, *, candidates: int = 8,
                          "cpus": os.cpu_count()},
         "paths": {"sort": "reference: full stable sort per row, isfinite, masked_fill_",
                   "select": "current: k-th value per row (introselect) + index-ordered ties, "
-                            "min/max finiteness check, bit-exact integer-view apply"},
+                            "min/max finiteness check, bit-exact integer-view apply; on CPU "
+                            "per-row masks are selected on a selection thread while torch "
+                            "(one thread fewer) scores the next layers"},
         "rows": rows,
         "speedup": rows["sort"]["total_s"] / rows["select"]["total_s"],
         "pair_speedup": {"median": statistics.median(pair_ratios), "min": min(pair_ratios),

@@ -24,7 +24,9 @@ among equal scores) is unchanged by either.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -103,42 +105,93 @@ def _on_numpy(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-def _kth_smallest(rows: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th smallest value (1-based) of each row of a 2-D tensor, as a (rows, 1) column.
-
-    On CPU numpy's introselect (linear time; several times faster than torch.kthvalue there).
-    It runs on one thread: splitting the rows over Python threads measured slower inside the
-    pruning loop, where torch's OpenMP workers still spin on the other cores after each op."""
-    if _on_numpy(rows):
-        part = np.partition(rows.detach().numpy(), k - 1, axis=1)
-        return torch.from_numpy(np.ascontiguousarray(part[:, k - 1 : k]))
-    return torch.kthvalue(rows, k, dim=1, keepdim=True).values
-
-
 def lowest_mask(rows: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the k lowest entries of each row of a 2-D tensor, exactly the first k
     of a stable ascending sort: entries strictly below the row's k-th smallest value, then the
-    entries equal to it, lowest index first."""
+    entries equal to it, lowest index first.
+
+    The k-th value is found by numpy's introselect on CPU (linear time; several times faster
+    than `torch.kthvalue` there, and it releases the GIL, so `lowest_mask_async` runs beside
+    torch work), by `torch.kthvalue` elsewhere."""
     n_rows, width = rows.shape
     if k <= 0:
         return torch.zeros(rows.shape, dtype=torch.bool, device=rows.device)
     if k >= width:
         return torch.ones(rows.shape, dtype=torch.bool, device=rows.device)
-    kth = _kth_smallest(rows, k)
+    if _on_numpy(rows):
+        a = rows.detach().numpy()
+        part = np.partition(a, k - 1, axis=1)
+        kth = part[:, k - 1 : k]
+        if np.isnan(kth).any():  # NaN scores (callers reject them before selecting)
+            return _sorted_lowest(rows, k)
+        mask = torch.from_numpy(a <= kth)
+        # every entry after the k-th in the partition is ≥ it: a row has more than k entries
+        # ≤ its k-th value exactly when the smallest of them equals it
+        tied = np.flatnonzero(part[:, k:].min(axis=1) == kth[:, 0])
+        if tied.size:
+            _break_ties(rows, mask, torch.from_numpy(np.ascontiguousarray(kth)),
+                        torch.from_numpy(tied), k)
+        return mask
+    kth = torch.kthvalue(rows, k, dim=1, keepdim=True).values
     mask = rows <= kth
-    count = mask.sum(1)
+    count = mask.sum(1, dtype=torch.int32)  # (int64 would cast the mask first)
     tied = (count != k).nonzero().squeeze(1)
     if tied.numel():
-        if bool((count.index_select(0, tied) < k).any()):  # NaN scores (callers reject them
-            # before selecting): the sort decides, NaN last
-            return _mask_from_indices(rows, torch.sort(rows, dim=1, stable=True).indices[:, :k])
-        # rows with more entries equal to the k-th value than places left: every entry below
-        # it, then the equal ones lowest index first
-        sub, v = rows.index_select(0, tied), kth.index_select(0, tied)
-        below, equal = sub < v, sub == v
-        need = k - below.sum(1, keepdim=True)
-        mask[tied] = below | (equal & (equal.cumsum(1) <= need))
+        if bool((count.index_select(0, tied) < k).any()):  # NaN scores
+            return _sorted_lowest(rows, k)
+        _break_ties(rows, mask, kth, tied, k)
     return mask
+
+
+def _sorted_lowest(rows: torch.Tensor, k: int) -> torch.Tensor:
+    """The first k of a stable sort of each row (NaN last): the reference the fast paths match."""
+    return _mask_from_indices(rows, torch.sort(rows, dim=1, stable=True).indices[:, :k])
+
+
+def _break_ties(rows: torch.Tensor, mask: torch.Tensor, kth: torch.Tensor,
+                tied: torch.Tensor, k: int) -> None:
+    """Rows `tied` have more entries equal to their k-th value than places left: keep every
+    entry below it, then the equal ones lowest index first (in place on `mask`)."""
+    sub, v = rows.index_select(0, tied), kth.index_select(0, tied)
+    below, equal = sub < v, sub == v
+    need = k - below.sum(1, keepdim=True)
+    mask[tied] = below | (equal & (equal.cumsum(1) <= need))
+
+
+_SELECTION_THREAD: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def lowest_mask_async(rows: torch.Tensor, k: int) -> Future:
+    """`lowest_mask(rows, k)` on the selection thread (one per process: a forked child, which
+    inherits the pool but not its thread, makes its own)."""
+    global _SELECTION_THREAD
+    if _SELECTION_THREAD is None or _SELECTION_THREAD[0] != os.getpid():
+        _SELECTION_THREAD = (os.getpid(),
+                             ThreadPoolExecutor(1, thread_name_prefix="prunestudio-select"))
+    return _SELECTION_THREAD[1].submit(lowest_mask, rows, k)
+
+
+@contextmanager
+def core_for_selection() -> Iterator[None]:
+    """Torch on one thread fewer while the selection thread works (restored after).
+
+    Splitting the rows of one selection over threads measured no faster: after every torch op
+    its OpenMP workers spin on the other cores for milliseconds. Giving the selection thread a
+    core of its own, and pipelining it with the torch work of the next layer, does overlap."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+def pipelined_selection(score: torch.Tensor) -> bool:
+    """Whether `lowest_mask_async` overlaps with torch work for this score: the default
+    selection, on CPU in fp32 / fp64 (numpy's selection)."""
+    return current_selection() == "select" and _on_numpy(score)
 
 
 _RANK_MAX_M = 16  # N:M groups up to this size: ranks by pairwise comparison
@@ -172,7 +225,7 @@ def lowest_in_small_groups(groups: torch.Tensor, n: int) -> torch.Tensor:
         mask = (rank < n).t()
     if int(mask.sum()) != count * n:  # NaN scores (callers reject them first): the sort
         # decides, NaN last
-        return _mask_from_indices(groups, torch.sort(groups, dim=1, stable=True).indices[:, :n])
+        return _sorted_lowest(groups, n)
     return mask
 
 
@@ -242,7 +295,24 @@ def apply_mask_(weight: torch.Tensor, mask: torch.Tensor) -> None:
     data.view(_SAME_WIDTH_INT[data.element_size()]).mul_(~mask)
 
 
+def zero_pattern(weight: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Which entries of `weight` are zero (±0.0), as a boolean array: numpy on CPU, where its
+    comparison with a scalar runs ~3× faster than torch's (a pass over every prunable weight,
+    once for the realised sparsity and once for the zero-pattern hash of each candidate)."""
+    data = weight.detach()
+    if data.device.type == "cpu" and data.dtype in _NUMPY_FLOATS:
+        return data.numpy() == 0
+    return data == 0
+
+
+_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
+
+
 def realised_sparsity(weight: torch.Tensor) -> float:
+    """The fraction of `weight`'s entries that are zero."""
+    zero = zero_pattern(weight)
+    if isinstance(zero, np.ndarray):
+        return int(np.count_nonzero(zero)) / weight.numel()
     # (== 0).sum(), not count_nonzero: the latter branches per element and is ~5× slower on
     # a freshly pruned weight (half zeros, in no predictable order)
-    return float((weight == 0).sum()) / weight.numel()
+    return float(zero.sum()) / weight.numel()

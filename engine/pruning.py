@@ -15,7 +15,7 @@ import torch
 from prunestudio.engine.calibration import LayerStats, StatsCache, prune_sequentially
 from prunestudio.engine.masks import realised_sparsity
 from prunestudio.engine.methods import get_method
-from prunestudio.engine.methods.base import LayerInputs, LayerTarget, PruningMethod
+from prunestudio.engine.methods.base import LayerInputs, LayerJob, LayerTarget, PruningMethod
 from prunestudio.engine.models.adapters import PrunableLinear
 from prunestudio.engine.models.loading import LoadedModel
 from prunestudio.engine.reconstruction import (
@@ -210,11 +210,13 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
     fallback = get_method("magnitude")
     fallback_options = fallback.validate_options({})
 
-    def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
-        target = LayerTarget(block_ratio[i], nm)
+    def plan_block(i: int, linears: list[PrunableLinear],
+                   block_stats: dict[str, LayerStats]) -> list[LayerJob]:
+        """The block's layers to prune with `method` (an uncalibrated one is pruned here, by
+        magnitude); their targets recorded, the snapshot told."""
+        layers: list[LayerJob] = []
         for lin in linears:
-            if by_kind is not None:
-                target = LayerTarget(by_kind[lin.kind], nm)
+            target = LayerTarget(by_kind[lin.kind] if by_kind is not None else block_ratio[i], nm)
             inputs = LayerInputs(block_stats.get(lin.name), None if grads is None else grads[lin.name])
             if snapshot is not None:
                 snapshot.mark([lin.name])
@@ -222,10 +224,49 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
                 result.uncalibrated.append(lin.name)
                 fallback.prune_layer(lin, target, LayerInputs(), fallback_options)
             else:
-                method.prune_layer(lin, target, inputs, options)
-            result.layer_sparsity[lin.name] = realised_sparsity(lin.weight)
+                layers.append((lin, target, inputs))
             result.layer_targets[lin.name] = target.sparsity
+        return layers
+
+    def record(linears: list[PrunableLinear]) -> None:
+        for lin in linears:
+            result.layer_sparsity[lin.name] = realised_sparsity(lin.weight)
             result._numel[lin.name] = lin.weight.numel()
+
+    def prune_block(i: int, linears: list[PrunableLinear], block_stats: dict[str, LayerStats]):
+        method.prune_layers(plan_block(i, linears, block_stats), options)
+        record(linears)
+
+    def prune_all(block_stats: Callable[[list[PrunableLinear]], dict[str, LayerStats]]) -> None:
+        """Every block from statistics known up front. On CPU as one `prune_layers` call (a
+        method may overlap its layers' work across blocks; the statistics stay where they
+        are), elsewhere block by block (moving one block's statistics to the device at a
+        time)."""
+        blocks = [lm.adapter.prunable_linears(lm.model, i) for i in range(n_blocks)]
+        if lm.device.type != "cpu":
+            for i, lins in enumerate(blocks):
+                prune_block(i, lins, block_stats(lins))
+                if progress:
+                    progress(i + 1, n_blocks)
+            return
+        layers: list[LayerJob] = []
+        last: list[int] = []  # per block, the index of its last layer in `layers`
+        for i, lins in enumerate(blocks):
+            layers += plan_block(i, lins, block_stats(lins))
+            last.append(len(layers) - 1)
+        finished = 0  # blocks whose layers are all pruned
+
+        def done(j: int) -> None:
+            nonlocal finished
+            while finished < n_blocks and last[finished] <= j:
+                record(blocks[finished])
+                finished += 1
+                if progress:
+                    progress(finished, n_blocks)
+
+        done(-1)  # blocks with nothing for `method` (every layer uncalibrated)
+        method.prune_layers(layers, options, done=done)
+        done(len(layers))
 
     if spec.reconstruction is not None:
         if not calibrated:
@@ -241,17 +282,10 @@ def prune_model(lm: LoadedModel, spec: CandidateSpec, stats: StatsCache | None,
         result.reconstruction = reconstruct_sequentially(
             lm, stats.block_inputs(), block_stats, prune_block, spec.reconstruction, progress)
     elif not calibrated:
-        for i in range(n_blocks):
-            prune_block(i, lm.adapter.prunable_linears(lm.model, i), {})
-            if progress:
-                progress(i + 1, n_blocks)
+        prune_all(lambda lins: {})
     elif spec.calibration.mode == "dense":
         dense = stats.dense_layer_stats(want_hessian=want_hessian)
-        for i in range(n_blocks):
-            lins = lm.adapter.prunable_linears(lm.model, i)
-            prune_block(i, lins, {lin.name: dense[lin.name].to(lm.device) for lin in lins})
-            if progress:
-                progress(i + 1, n_blocks)
+        prune_all(lambda lins: {lin.name: dense[lin.name].to(lm.device) for lin in lins})
     else:
         prune_sequentially(lm, stats.block_inputs(), prune_block,
                            want_hessian=want_hessian, progress=progress)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from prunestudio.engine.masks import zero_pattern
 from prunestudio.engine.models.loading import LoadedModel
 
 from prunestudio.schema import METRIC_KEYS
@@ -41,7 +42,8 @@ def zero_pattern_hash(lm: LoadedModel) -> str:
     Cheap next to a perplexity forward (one comparison and a bit-pack per weight)."""
     h = hashlib.blake2b(digest_size=16)
     for lin in lm.adapter.all_prunable_linears(lm.model):
-        zero = (lin.weight == 0).cpu().numpy()
+        zero = zero_pattern(lin.weight)
+        zero = zero if isinstance(zero, np.ndarray) else zero.cpu().numpy()
         h.update(f"|{lin.name}|{zero.shape}|".encode())
         h.update(np.packbits(zero).tobytes())
     return h.hexdigest()

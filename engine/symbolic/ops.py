@@ -57,7 +57,8 @@ div    a / (b + ε) if b ≥ 0 else a / (b − ε)  sign-preserving guard: |deno
 "Whole operand" means the tensor the op receives: a subtree over X alone stays a 1 × in row
 (it is only broadcast when combined with W or G), so ``mms(X)`` scales over the ``in`` columns.
 zsn, norm1 and norm2 rescale by the operand's largest magnitude before reducing, which is the
-same value mathematically but keeps the sums of squares from overflowing for large inputs.
+same value mathematically but keeps the sums of squares from overflowing for large inputs; their
+sums (`total`) are the same bit for bit on any number of threads.
 """
 
 from __future__ import annotations
@@ -127,22 +128,43 @@ def _mms(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo + EPS)
 
 
+_CHUNK = 4096  # summed by one thread: below torch's parallel grain (32768 elements)
+
+
+def total(x: torch.Tensor) -> torch.Tensor:
+    """Σx, bit for bit the same whatever torch's thread count (a plain ``x.sum()`` over a large
+    tensor adds per-thread partial sums, so its last bits depend on the threads: a metric with
+    zsn / norm1 / norm2 could prune differently on a 1-thread worker than on a 2-thread
+    driver). Chunks of `_CHUNK` are summed one per output (torch splits a reduction with
+    several outputs by output, never inside one), then the chunk sums the same way."""
+    v = x.reshape(-1)
+    while v.numel() > _CHUNK:
+        pad = -v.numel() % _CHUNK
+        if pad:  # +0.0 changes no sum
+            v = torch.cat([v, v.new_zeros(pad)])
+        v = v.view(-1, _CHUNK).sum(dim=1)
+    return v.sum()
+
+
 def _zsn(x: torch.Tensor) -> torch.Tensor:
     m = _max_abs(x)
     scaled = x / m
-    mean = scaled.mean() * m
-    std = torch.std(scaled, correction=0) * m
-    return (x - mean) / (std + EPS)
+    n = scaled.numel()
+    mean_scaled = total(scaled) / n
+    deviation = scaled - mean_scaled
+    std = torch.sqrt(total(deviation * deviation) / n) * m  # population std (correction 0)
+    return (x - mean_scaled * m) / (std + EPS)
 
 
 def _norm1(x: torch.Tensor) -> torch.Tensor:
     m = _max_abs(x)
-    return x / ((x / m).abs().sum() * m + EPS)
+    return x / (total((x / m).abs()) * m + EPS)
 
 
 def _norm2(x: torch.Tensor) -> torch.Tensor:
     m = _max_abs(x)
-    return x / (torch.linalg.vector_norm(x / m) * m + EPS)
+    scaled = x / m
+    return x / (torch.sqrt(total(scaled * scaled)) * m + EPS)
 
 
 def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

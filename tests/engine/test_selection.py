@@ -190,6 +190,52 @@ def test_apply_mask_is_bit_for_bit_masked_fill(dtype):
     assert torch.equal(t, expected.t())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_zero_pattern_and_realised_sparsity_count_both_signed_zeros(dtype):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(7, 40, generator=g).to(dtype)
+    w[torch.rand(7, 40, generator=g) < 0.4] = 0.0
+    w[1, :5] = -0.0
+    w[2, 3] = float("nan")  # NaN is not zero
+    reference = [[float(v) == 0.0 for v in row] for row in w.tolist()]  # element by element
+    for weight in (w, w.t()):  # contiguous, and a transposed view
+        zero = masks.zero_pattern(weight)
+        want = reference if weight is w else [list(r) for r in zip(*reference, strict=True)]
+        assert [[bool(v) for v in row] for row in zero.tolist()] == want
+        assert masks.realised_sparsity(weight) == sum(map(sum, want)) / weight.numel()
+
+
+def test_zero_pattern_hash_equals_a_slow_reference_and_tells_patterns_apart():
+    import hashlib
+
+    from prunestudio.engine.search.fitness_reuse import zero_pattern_hash
+
+    tiny = make_lm("llama", seed=3)
+    lins = list(tiny.adapter.all_prunable_linears(tiny.model))
+    with torch.no_grad():
+        lins[0].weight[0, :3] = 0.0
+        lins[-1].weight[-1, -2:] = -0.0
+
+    def reference() -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for lin in lins:
+            rows = [[float(v) == 0.0 for v in row] for row in lin.weight.tolist()]
+            shape = (len(rows), len(rows[0]))
+            bits = [b for row in rows for b in row] + [False] * (-len(rows) * shape[1] % 8)
+            packed = bytes(sum(bit << (7 - j) for j, bit in enumerate(bits[i:i + 8]))
+                           for i in range(0, len(bits), 8))
+            h.update(f"|{lin.name}|{shape}|".encode())
+            h.update(packed)
+        return h.hexdigest()
+
+    before = zero_pattern_hash(tiny)
+    assert before == reference()
+    with torch.no_grad():
+        lins[1].weight[2, 2] = 0.0
+    assert zero_pattern_hash(tiny) != before
+    assert zero_pattern_hash(tiny) == reference()
+
+
 @pytest.mark.parametrize("selection", SELECTIONS)
 def test_check_finite_names_the_count_in_both_paths(selection):
     with use_selection(selection):
@@ -263,3 +309,62 @@ def test_prune_model_gives_the_same_weights_with_both_paths(tiny, expression, sc
         assert torch.equal((ref == 0), (got == 0)), name  # the zero pattern
         assert torch.equal(ref.view(torch.int32), got.view(torch.int32)), name  # every bit
         assert 0.45 < float((got == 0).float().mean()) < 0.75, name
+
+
+def test_pipelined_block_pruning_gives_every_bit_of_layer_by_layer_pruning():
+    """`ScoreMethod.prune_layers` (selection thread beside torch on one core fewer) against
+    `prune_layer` one layer at a time with the threads untouched, on layers wide enough for
+    torch to split reductions across threads (zsn sums), and with the pipeline's bookkeeping:
+    `done` once per layer, in order, and the thread count restored."""
+    from prunestudio.engine.methods.base import LayerInputs, LayerTarget
+    from prunestudio.engine.pruning import get_method
+
+    lm = make_lm("llama", seed=4, intermediate_size=1024)  # MLP 1024 × 64: 65 536 weights
+    ids = random_ids(2, 16, seed=4)
+    stats = StatsCache(lm, ids, calibration_hash(ids), use_disk=False)
+    dense, grads = stats.dense_layer_stats(), stats.gradients()
+    method = get_method("symbolic")
+    lins = list(lm.adapter.all_prunable_linears(lm.model))
+    snapshot = WeightSnapshot(lm)
+    snapshot.mark([lin.name for lin in lins])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for expression in ("sub(mms(X),abs(zsn(G)))", "mul(W,sqrt(X))", "norm1(mul(W,G))"):
+            options = method.validate_options({"expression": expression})
+            layers = [(lin, LayerTarget(0.3 + 0.05 * (j % 4)),
+                       LayerInputs(dense[lin.name], grads[lin.name])) for j, lin in enumerate(lins)]
+            for lin, target, inputs in layers:
+                method.prune_layer(lin, target, inputs, options)
+            want = _weights(lm)
+            snapshot.restore()
+            assert method._pipelines(layers, options)
+            seen: list[int] = []
+            method.prune_layers(layers, options, done=seen.append)
+            assert seen == list(range(len(layers)))
+            assert torch.get_num_threads() == 2
+            for name, w in _weights(lm).items():
+                assert torch.equal(w.view(torch.int32), want[name].view(torch.int32)), (expression, name)
+            snapshot.restore()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_failing_score_in_the_pipeline_restores_the_threads():
+    from prunestudio.engine.methods.base import LayerInputs, LayerTarget
+    from prunestudio.engine.pruning import get_method
+
+    lm = make_lm("llama", seed=5)
+    lins = list(lm.adapter.all_prunable_linears(lm.model))
+    with torch.no_grad():
+        lins[3].weight[0, 0] = float("nan")
+    method = get_method("symbolic")
+    options = method.validate_options({"expression": "W"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(NonFiniteScoreError, match=lins[3].name):
+            method.prune_layers([(lin, LayerTarget(0.5), LayerInputs()) for lin in lins], options)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

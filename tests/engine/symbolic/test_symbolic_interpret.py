@@ -142,3 +142,42 @@ def test_inputs_are_computed_in_fp32():
     W = torch.rand(2, 3, dtype=torch.bfloat16)
     X = torch.rand(3, dtype=torch.float64)
     assert _v("mul(W,sqrt(X))", W, X=X).dtype == torch.float32
+
+
+@pytest.mark.parametrize("shape", [(1536, 576), (300, 200), (1, 70000), (40000, 3), (7,)])
+def test_total_is_the_same_on_any_thread_count_and_close_to_a_float64_sum(shape):
+    from prunestudio.engine.symbolic.ops import total
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape))).exp()
+    threads = torch.get_num_threads()
+    try:
+        sums = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            sums.append(total(x))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(s, sums[0]) for s in sums)
+    reference = math.fsum(x.double().reshape(-1).tolist())  # exact, then rounded once
+    assert float(sums[0]) == pytest.approx(reference, rel=1e-6)
+
+
+def test_whole_operand_ops_give_the_same_bits_on_any_thread_count():
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(2, 70000, generator=g).exp()  # one reduction over more than torch's grain
+    G = torch.randn(2, 70000, generator=g).exp()
+    threads = torch.get_num_threads()
+    try:
+        for text in ("zsn(W)", "norm1(G)", "norm2(mul(W,G))", "sub(mms(W),abs(zsn(G)))"):
+            results = []
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                results.append(_v(text, W, G=G))
+            assert torch.equal(results[0], results[1]), text
+    finally:
+        torch.set_num_threads(threads)
+    # and the definitions: population std, l1 and l2 norms (float64 references)
+    w = W.double()
+    assert torch.allclose(_v("zsn(W)", W).double(), (w - w.mean()) / w.std(correction=0),
+                          atol=1e-5)
+    assert torch.allclose(_v("norm2(W)", W).double(), w / w.norm(), rtol=1e-5)
