@@ -188,10 +188,10 @@ def core_for_selection() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-def pipelined_selection(score: torch.Tensor) -> bool:
-    """Whether `lowest_mask_async` overlaps with torch work for this score: the default
-    selection, on CPU in fp32 / fp64 (numpy's selection)."""
-    return current_selection() == "select" and _on_numpy(score)
+def pipelined_selection(device: torch.device) -> bool:
+    """Whether `lowest_mask_async` overlaps with torch work for fp32 scores on `device`: with
+    the default selection, on CPU (numpy's selection)."""
+    return current_selection() == "select" and device.type == "cpu"
 
 
 _RANK_MAX_M = 16  # N:M groups up to this size: ranks by pairwise comparison
@@ -295,24 +295,27 @@ def apply_mask_(weight: torch.Tensor, mask: torch.Tensor) -> None:
     data.view(_SAME_WIDTH_INT[data.element_size()]).mul_(~mask)
 
 
-def zero_pattern(weight: torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Which entries of `weight` are zero (±0.0), as a boolean array: numpy on CPU, where its
+def _numpy_view(weight: torch.Tensor) -> np.ndarray | None:
+    """`weight` as a numpy array without a copy (CPU, a numpy float dtype), else None: numpy's
     comparison with a scalar runs ~3× faster than torch's (a pass over every prunable weight,
     once for the realised sparsity and once for the zero-pattern hash of each candidate)."""
     data = weight.detach()
-    if data.device.type == "cpu" and data.dtype in _NUMPY_FLOATS:
-        return data.numpy() == 0
-    return data == 0
+    if data.device.type == "cpu" and data.dtype in (torch.float32, torch.float64, torch.float16):
+        return data.numpy()
+    return None
 
 
-_NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
+def zero_pattern(weight: torch.Tensor) -> np.ndarray:
+    """Which entries of `weight` are zero (±0.0), as a numpy boolean array."""
+    a = _numpy_view(weight)
+    return a == 0 if a is not None else (weight.detach() == 0).cpu().numpy()
 
 
 def realised_sparsity(weight: torch.Tensor) -> float:
-    """The fraction of `weight`'s entries that are zero."""
-    zero = zero_pattern(weight)
-    if isinstance(zero, np.ndarray):
-        return int(np.count_nonzero(zero)) / weight.numel()
+    """The fraction of `weight`'s entries that are zero (counted where the weight lives)."""
+    a = _numpy_view(weight)
+    if a is not None:
+        return int(np.count_nonzero(a == 0)) / weight.numel()
     # (== 0).sum(), not count_nonzero: the latter branches per element and is ~5× slower on
     # a freshly pruned weight (half zeros, in no predictable order)
-    return float(zero.sum()) / weight.numel()
+    return float((weight.detach() == 0).sum()) / weight.numel()

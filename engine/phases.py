@@ -1,9 +1,9 @@
 """Per-phase wall-clock accounting of the pruning hot path, for `prunestudio bench --search`.
 
 `ScoreMethod.prune_layer` and `prune_layers` lap "score", "select" and "apply" on the clock a
-benchmark started with `phase_clock()`; with no clock started (every study, every other caller) a lap is one
-context-variable read. On a GPU the clock synchronises the device before reading the time, so
-a phase is charged with its own kernels.
+benchmark started with `phase_clock()`; with no clock started (every study, every other
+caller) a lap is one context-variable read. On a GPU the clock synchronises the device before
+reading the time, so a phase is charged with its own kernels.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -194,9 +195,10 @@ class ScoreMethod(PruningMethod):
         lap("apply")
 
     def _pipelines(self, layers: Sequence[LayerJob], options: MethodOptions) -> bool:
+        # scores are fp32 (`checked_score`) on the weight's device
         return (len(layers) > 1 and getattr(options, "ties", "index") == "index"
                 and self.scope(options) == "row" and all(
-                    target.nm is None and pipelined_selection(lin.weight.detach())
+                    target.nm is None and pipelined_selection(lin.weight.device)
                     for lin, target, _ in layers))
 
     @torch.no_grad()
@@ -237,7 +239,8 @@ class ScoreMethod(PruningMethod):
                     finish()
             finally:  # a failing score: no selection left running behind the error
                 for *_, mask in pending:
-                    mask.cancel() or mask.exception()
+                    mask.cancel()
+                wait([mask for *_, mask in pending])
 
 
 def x_scale(inputs: LayerInputs, where: str) -> torch.Tensor:

@@ -43,7 +43,6 @@ def zero_pattern_hash(lm: LoadedModel) -> str:
     h = hashlib.blake2b(digest_size=16)
     for lin in lm.adapter.all_prunable_linears(lm.model):
         zero = zero_pattern(lin.weight)
-        zero = zero if isinstance(zero, np.ndarray) else zero.cpu().numpy()
         h.update(f"|{lin.name}|{zero.shape}|".encode())
         h.update(np.packbits(zero).tobytes())
     return h.hexdigest()

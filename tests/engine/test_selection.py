@@ -3,6 +3,7 @@ the previous full-sort path ("sort"), which must give identical masks — ties i
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from engine_testlib import linear_modules, make_lm, random_ids
@@ -200,6 +201,7 @@ def test_zero_pattern_and_realised_sparsity_count_both_signed_zeros(dtype):
     reference = [[float(v) == 0.0 for v in row] for row in w.tolist()]  # element by element
     for weight in (w, w.t()):  # contiguous, and a transposed view
         zero = masks.zero_pattern(weight)
+        assert isinstance(zero, np.ndarray) and zero.dtype == np.bool_
         want = reference if weight is w else [list(r) for r in zip(*reference, strict=True)]
         assert [[bool(v) for v in row] for row in zero.tolist()] == want
         assert masks.realised_sparsity(weight) == sum(map(sum, want)) / weight.numel()
@@ -368,3 +370,26 @@ def test_a_failing_score_in_the_pipeline_restores_the_threads():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("calibration", ["dense", None])
+def test_prune_model_reports_every_block_in_order_and_every_layers_sparsity(calibration):
+    """The whole-model path (statistics known up front, on CPU: one `prune_layers` call across
+    blocks): progress once per block, in order, and each layer's realised sparsity recorded
+    after its mask, as block-by-block pruning records them."""
+    lm = make_lm("llama", seed=6, layers=3)
+    ids = random_ids(2, 16, seed=6)
+    stats = StatsCache(lm, ids, calibration_hash(ids), use_disk=False)
+    spec = CandidateSpec(method="wanda" if calibration else "magnitude", sparsity=0.5,
+                         calibration={"mode": calibration or "dense"},
+                         options={} if calibration else {"scope": "row"})
+    progress: list[tuple[int, int]] = []
+    snapshot = WeightSnapshot(lm)
+    result = prune_model(lm, spec, stats, snapshot, progress=lambda a, b: progress.append((a, b)))
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    names = [lin.name for lin in lm.adapter.all_prunable_linears(lm.model)]
+    assert list(result.layer_sparsity) == names
+    for lin in lm.adapter.all_prunable_linears(lm.model):
+        assert result.layer_sparsity[lin.name] == float((lin.weight == 0).sum()) / lin.weight.numel()
+        assert result.layer_sparsity[lin.name] == pytest.approx(0.5, abs=1 / lin.weight.shape[1])
+    snapshot.restore()
